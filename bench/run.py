@@ -1,0 +1,286 @@
+"""Benchmark bastion against nginx and against the origin alone, with wrk.
+
+Usage: python bench/run.py [--duration 10] [--rounds 3] [--only small,1m] [--markdown]
+
+Starts bench/origin.py, nginx and bastion (each on a free 127.0.0.1 port, each in its own process
+group), waits until each serves the expected bodies, then runs wrk against every target, rounds
+interleaved (round 1: origin, nginx, bastion; round 2: ...), and prints one table per scenario
+with the median figures. A target that fails to start is reported and skipped. Every process is
+stopped on exit, including on Ctrl-C or SIGTERM. See bench/README.md.
+
+This module holds the command line and the order of runs; process handling lives in targets.py,
+wrk parsing in wrk_output.py, tables in report.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import cpu_load
+import report
+import targets
+from targets import LaunchSpec, Target, TargetStartError
+from wrk_output import WrkOutputError, WrkResult, parse_wrk_output
+
+TARGET_NAMES = ("origin", "nginx", "bastion")
+WRK_THREADS = 2
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    connections: int
+    description: str
+
+
+SCENARIOS = {
+    "small": Scenario("small", "/small", 50, "13-byte bodies, keep-alive, 50 connections"),
+    "1m": Scenario("1m", "/1m", 10, "1 MiB bodies, keep-alive, 10 connections"),
+}
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which CPUs the proxy under test and the load side (wrk + origin) may use; None = any."""
+
+    proxy: frozenset[int] | None
+    load: frozenset[int] | None
+
+    @staticmethod
+    def choose(mode: str) -> Pinning:
+        cpus = sorted(os.sched_getaffinity(0))
+        if mode == "none" or len(cpus) < 2:
+            return Pinning(None, None)
+        return Pinning(frozenset(cpus[:1]), frozenset(cpus[1:]))
+
+    def describe(self) -> str:
+        if self.proxy is None or self.load is None:
+            return "no pinning (the scheduler places wrk, origin and proxy on any CPU)"
+        return f"proxy on CPU {_cpus(self.proxy)}; wrk and origin on CPU {_cpus(self.load)}"
+
+
+def _cpus(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark origin, nginx and bastion with wrk.")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--only", default="small,1m", help="scenarios: " + ",".join(SCENARIOS))
+    parser.add_argument("--targets", default=",".join(TARGET_NAMES), help="targets to run")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load first")
+    parser.add_argument("--pin", choices=("split", "none"), default="split", help="CPU pinning")
+    parser.add_argument("--origin-workers", type=int, default=1, help="origin processes")
+    parser.add_argument("--markdown", action="store_true", help="print tables in markdown")
+    args = parser.parse_args(argv)
+    args.scenarios = [_known(parser, n, SCENARIOS, "scenario") for n in _split(args.only)]
+    args.target_names = [_known(parser, n, TARGET_NAMES, "target") for n in _split(args.targets)]
+    return args
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _known(
+    parser: argparse.ArgumentParser,
+    name: str,
+    known: Sequence[str] | dict[str, Scenario],
+    kind: str,
+) -> str:
+    if name not in known:
+        parser.error(f"unknown {kind} {name!r}; choose from {', '.join(known)}")
+    return name
+
+
+def start_targets(
+    args: argparse.Namespace, workdir: Path, pinning: Pinning, stack: contextlib.ExitStack
+) -> dict[str, Target]:
+    """Start the origin (always: the proxies need it), then each proxy asked for.
+
+    A proxy that fails is reported with its stderr tail and left out; if the origin fails,
+    nothing can be measured and TargetStartError propagates.
+    """
+    origin_port = targets.free_port()
+    specs = [targets.origin_spec(origin_port, pinning.load, args.origin_workers)]
+    names = args.target_names
+    if "nginx" in names:
+        specs.append(targets.nginx_spec(workdir, targets.free_port(), origin_port, pinning.proxy))
+    if "bastion" in names:
+        specs.append(targets.bastion_spec(workdir, targets.free_port(), origin_port, pinning.proxy))
+    running: dict[str, Target] = {}
+    for spec in specs:
+        target = launch(spec, workdir, stack)
+        if target is not None:
+            running[spec.name] = target
+        elif spec.name == "origin":
+            raise TargetStartError("the origin did not start; nothing to measure")
+    return running
+
+
+def launch(spec: LaunchSpec, workdir: Path, stack: contextlib.ExitStack) -> Target | None:
+    """Spawn one target and wait until it answers; on failure print why and stop it."""
+    log(f"starting {spec.name} on 127.0.0.1:{spec.port}: {targets.describe(spec.argv)}")
+    try:
+        target = targets.spawn(spec, workdir)
+    except OSError as exc:
+        log(f"  {spec.name} could not be started: {exc}; skipping it")
+        return None
+    stack.callback(targets.stop, target)
+    try:
+        targets.wait_ready(target, spec.ready_timeout)
+    except TargetStartError as exc:
+        log(f"  {exc}; skipping it. stderr tail:")
+        log(_indent(targets.tail(target.stderr_path)))
+        targets.stop(target)
+        return None
+    log(f"  {spec.name} ready (pid {target.process.pid})")
+    return target
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    | " + line for line in text.splitlines())
+
+
+@dataclass
+class Bench:
+    """One benchmark session: options, CPU plan, running targets, and the foreign-load samples."""
+
+    args: argparse.Namespace
+    pinning: Pinning
+    running: dict[str, Target]
+    foreign_loads: list[float] = field(default_factory=list)
+
+    def run_wrk(self, scenario: Scenario, target: Target, duration: int) -> WrkResult | None:
+        """One wrk run; None (after saying why) if wrk failed or printed something unexpected.
+
+        Also samples how much CPU other processes took meanwhile (into foreign_loads).
+        """
+        argv = ["wrk", f"-t{WRK_THREADS}", f"-c{scenario.connections}", f"-d{duration}s"]
+        argv += ["--latency", target.url(scenario.path)]
+        cpus = self.pinning.load
+        pgids = [t.process.pid for t in self.running.values()]
+        before = cpu_load.LoadSnapshot.take(pgids)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            check=False,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+        after = cpu_load.LoadSnapshot.take(pgids)
+        self.foreign_loads.append(cpu_load.foreign_load(before, after))
+        try:
+            return parse_wrk_output(done.stdout)
+        except WrkOutputError as exc:
+            log(f"  wrk against {target.name} failed ({exc}); exit {done.returncode}")
+            log(_indent((done.stdout + done.stderr).strip() or "(no output)"))
+            return None
+
+    def scenario(self, scenario: Scenario) -> list[report.Summary]:
+        """Warm every target up, then run the interleaved rounds; medians per target."""
+        order = [n for n in TARGET_NAMES if n in self.running and n in self.args.target_names]
+        log(f"\n== {scenario.name}: {scenario.description} ==")
+        for name in order if self.args.warmup > 0 else []:
+            log(f"  warm-up {name} ({self.args.warmup}s)")
+            self.run_wrk(scenario, self.running[name], self.args.warmup)
+            self.foreign_loads.pop()  # only measured runs count
+        results: dict[str, list[WrkResult]] = {name: [] for name in order}
+        for round_number in range(1, self.args.rounds + 1):
+            for name in order:
+                result = self.run_wrk(scenario, self.running[name], self.args.duration)
+                if result is not None:
+                    results[name].append(result)
+                    self._log_run(f"{round_number}/{self.args.rounds} {name:8}", result)
+        return [report.summarise(name, rs) for name, rs in results.items() if rs]
+
+    def _log_run(self, label: str, result: WrkResult) -> None:
+        log(
+            f"  round {label} {result.requests_per_sec:>10,.0f} req/s"
+            f"  p50 {report.format_latency(result.p50_seconds):>9}"
+            f"  p99 {report.format_latency(result.p99_seconds):>9}"
+            f"  errors {result.errors}  foreign CPU {self.foreign_loads[-1]:.0%}"
+        )
+
+    def print_results(self, tables: list[tuple[Scenario, list[report.Summary]]]) -> None:
+        args = self.args
+        bastion_version = [*targets.bastion_command(), "version"]
+        env = dict(report.environment(bastion_version, targets.bastion_env()))
+        env["pinning"] = self.pinning.describe()
+        env["run"] = (
+            f"wrk -t{WRK_THREADS} -d{args.duration}s --latency, {args.rounds} round(s) "
+            f"interleaved, {args.warmup}s warm-up per target, medians over rounds"
+        )
+        if self.foreign_loads:
+            env["foreign CPU load"] = (
+                f"median {statistics.median(self.foreign_loads):.0%}, "
+                f"max {max(self.foreign_loads):.0%} of the machine during measured runs"
+            )
+        heading = "###" if args.markdown else "=="
+        print(report.render_environment(env, args.markdown))
+        for scenario, summaries in tables:
+            print(f"\n{heading} {scenario.name}: {scenario.description}\n")
+            print(report.render_table(summaries, args.markdown) if summaries else "(no results)")
+            ratio = report.bastion_ratio(summaries)
+            if ratio is not None:
+                print(f"\nbastion/nginx req/s: {ratio:.2f}")
+
+
+def warn_if_busy() -> None:
+    idle = cpu_load.idle_share(1.0)
+    if idle < 0.9:
+        log(f"warning: the machine is only {idle:.0%} idle before the benchmark; figures will vary")
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
+    pinning = Pinning.choose(args.pin)
+    tables: list[tuple[Scenario, list[report.Summary]]] = []
+    with contextlib.ExitStack() as stack:
+        try:
+            warn_if_busy()
+            workdir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="bastion-bench-"))
+            )
+            bench = Bench(args, pinning, start_targets(args, workdir, pinning, stack))
+            for name in args.scenarios:
+                tables.append((SCENARIOS[name], bench.scenario(SCENARIOS[name])))
+        except TargetStartError as exc:
+            log(f"error: {exc}")
+            return 1
+        except KeyboardInterrupt:
+            log("\ninterrupted; stopping every process")
+            return 130
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup below finish
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    bench.print_results(tables)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Starting, checking and stopping the processes under test: the origin, nginx and bastion.
+
+Knows each target's command line and generated config file, free-port picking, CPU pinning,
+readiness checks and process-group cleanup. Knows nothing about wrk, rounds or result tables.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+SMALL_BODY = b"hello, world\n"
+LARGE_BODY_SIZE = 1024 * 1024
+STOP_GRACE_SECONDS = 5.0
+
+
+class TargetStartError(Exception):
+    """A target exited, or never answered correctly, before its deadline."""
+
+
+@dataclass
+class Target:
+    """One running process under test, in its own process group, listening on 127.0.0.1."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    stderr_path: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How to start one target: its command line, extra environment and allowed CPUs."""
+
+    name: str
+    argv: list[str]
+    port: int
+    cpus: frozenset[int] | None
+    env: dict[str, str] | None = None
+    ready_timeout: float = 15.0
+
+
+def free_port() -> int:
+    """A port the kernel has just handed out on 127.0.0.1 (free now, not reserved)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log file, or a note that it is empty."""
+    try:
+        text = path.read_text(errors="replace").rstrip()
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) if text else "(empty)"
+
+
+def spawn(spec: LaunchSpec, workdir: Path) -> Target:
+    """Start a target in a new session (so its whole group can be stopped), pinned if asked."""
+    stdout_path = workdir / f"{spec.name}.stdout"
+    stderr_path = workdir / f"{spec.name}.stderr"
+    env = {**os.environ, **(spec.env or {})}
+    cpus = spec.cpus
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=workdir,
+            start_new_session=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+    return Target(spec.name, spec.port, process, stderr_path)
+
+
+def stop(target: Target) -> None:
+    """SIGTERM the target's process group, then SIGKILL it if anything in it lingers."""
+    for signum, grace in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(target.process.pid, signum)  # start_new_session: pid is the group id
+        except ProcessLookupError:
+            break
+        if _group_exited(target, grace):
+            break
+    if target.process.poll() is None:
+        target.process.kill()
+        target.process.wait()
+
+
+def _group_exited(target: Target, timeout: float) -> bool:
+    """Wait up to `timeout` for the leader to be reaped and the rest of its group to vanish."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if target.process.poll() is not None:
+            try:
+                os.killpg(target.process.pid, 0)
+            except ProcessLookupError:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def probe(port: int) -> str | None:
+    """None if the server answers /small and /1m with the expected bodies, else the problem."""
+    for path, check in (("/small", _is_small_body), ("/1m", _is_large_body)):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3.0)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            return f"GET {path}: {type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        if response.status != 200 or not check(body):
+            return f"GET {path}: status {response.status}, {len(body)} body bytes"
+    return None
+
+
+def _is_small_body(body: bytes) -> bool:
+    return body == SMALL_BODY
+
+
+def _is_large_body(body: bytes) -> bool:
+    return len(body) == LARGE_BODY_SIZE
+
+
+def wait_ready(target: Target, timeout: float) -> None:
+    """Poll until the target answers correctly; raise TargetStartError if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    problem = "never probed"
+    while time.monotonic() < deadline:
+        code = target.process.poll()
+        if code is not None:
+            raise TargetStartError(f"{target.name} exited with status {code}")
+        found = probe(target.port)
+        if found is None:
+            return
+        problem = found
+        time.sleep(0.2)
+    raise TargetStartError(f"{target.name} not ready after {timeout:.0f}s: {problem}")
+
+
+def origin_spec(port: int, cpus: frozenset[int] | None, workers: int) -> LaunchSpec:
+    argv = [sys.executable, str(BENCH_DIR / "origin.py"), "--port", str(port)]
+    return LaunchSpec("origin", [*argv, "--workers", str(workers)], port, cpus)
+
+
+def nginx_spec(
+    workdir: Path, port: int, origin_port: int, cpus: frozenset[int] | None
+) -> LaunchSpec:
+    """Write nginx.conf into workdir (from nginx.conf.template) and describe the nginx command."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    conf = workdir / "nginx.conf"
+    _render("nginx.conf.template", conf, workdir=workdir, port=port, origin_port=origin_port)
+    workdir.chmod(0o755)  # nginx workers run as an unprivileged user when started as root
+    argv = [nginx, "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(conf)]
+    return LaunchSpec("nginx", argv, port, cpus)
+
+
+def bastion_spec(
+    workdir: Path, port: int, origin_port: int, cpus: frozenset[int] | None
+) -> LaunchSpec:
+    """Write bastion.toml and describe `bastion run -c FILE` (or `python -m bastion.cli`)."""
+    conf = workdir / "bastion.toml"
+    _render("bastion.toml.template", conf, port=port, origin_port=origin_port)
+    argv = [*bastion_command(), "run", "-c", str(conf)]
+    return LaunchSpec("bastion", argv, port, cpus, bastion_env(), ready_timeout=30.0)
+
+
+def bastion_command() -> list[str]:
+    """The installed `bastion` console script if on PATH, else the module from this checkout."""
+    script = shutil.which("bastion")
+    return [script] if script else [sys.executable, "-m", "bastion.cli"]
+
+
+def bastion_env() -> dict[str, str]:
+    """This checkout's src/ first on PYTHONPATH: the package is not pip-installed."""
+    src = str(REPO_DIR / "src")
+    return {"PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+
+
+def _render(template_name: str, destination: Path, **values: object) -> None:
+    template = Template((BENCH_DIR / template_name).read_text())
+    destination.write_text(template.substitute({k: str(v) for k, v in values.items()}))
+
+
+def describe(argv: Sequence[str]) -> str:
+    """A command line as one shell-like string, for logs and docs."""
+    return " ".join(argv)

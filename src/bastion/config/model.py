@@ -1,0 +1,405 @@
+"""The pydantic models of bastion's configuration file, one per TOML table.
+
+Every model is frozen and forbids unknown keys; every field has a description, from which
+docs/configuration.md is rendered (docs.py). Values in units are converted at load (see
+values.py): durations to float seconds, sizes to int bytes, addresses to `units.Address`,
+CIDRs to `ipaddress` networks. Checks that span tables (a route naming an upstream that does
+not exist, a host or a listen address given twice) live in one root validator on
+`BastionConfig`.
+
+A key is accepted only once the feature behind it works; until then it is an unknown key.
+This module must not know about files, TOML or how problems are shown to people (load.py),
+nor about sockets or the proxy that runs from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from bastion.config.values import (
+    AddressValue,
+    DocType,
+    Duration,
+    FrozenMapping,
+    HostPattern,
+    Method,
+    Network,
+    PositiveDuration,
+    PositiveSize,
+    RedirectTemplate,
+    Regex,
+    RoutePath,
+    Size,
+    UpstreamName,
+    parse_server_url,
+)
+from bastion.units import Address, describe_value
+
+# The pydantic error type of a finished message raised with its own key path (see load.py).
+PROBLEM_ERROR_TYPE = "bastion_problem"
+
+KIB = 1024
+MIB = 1024 * KIB
+
+Loc = tuple[str | int, ...]
+
+
+def problems_error(problems: list[tuple[Loc, str]]) -> ValidationError:
+    """A ValidationError carrying finished messages, each at its key path below the model."""
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError(PROBLEM_ERROR_TYPE, "{message}", {"message": message}),
+            loc=loc,
+            input=None,
+        )
+        for loc, message in problems
+    ]
+    return ValidationError.from_exception_data("BastionConfig", details)
+
+
+class ServerSettings(BaseModel):
+    """The process, and the limits every client connection gets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    graceful_timeout: Duration = Field(
+        default=30.0, description="How long reload and shutdown let in-flight requests finish."
+    )
+    trusted_proxies: tuple[Network, ...] = Field(
+        default=(),
+        description="Networks (CIDRs, or single addresses) whose `X-Forwarded-For` / "
+        "`Forwarded` headers are believed.",
+    )
+    max_header_size: PositiveSize = Field(
+        default=32 * KIB,
+        description="Largest request head (request line and headers) a client may send; "
+        "431 beyond.",
+    )
+    max_uri_size: PositiveSize = Field(
+        default=8 * KIB, description="Longest request target a client may send; 414 beyond."
+    )
+    header_timeout: PositiveDuration = Field(
+        default=30.0, description="Time a client has to send a complete request head."
+    )
+    keepalive_timeout: PositiveDuration = Field(
+        default=75.0, description="How long an idle client keep-alive connection stays open."
+    )
+    body_timeout: PositiveDuration = Field(
+        default=60.0,
+        description="Longest gap between two reads of a client's request body, and between "
+        "two successful writes to a slow client.",
+    )
+
+
+class LogSettings(BaseModel):
+    """The access log and the error log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    access: Annotated[str, Field(min_length=1)] = Field(
+        default="stdout",
+        description='Where the access log goes: `"stdout"`, `"off"` or a file path.',
+    )
+    format: Literal["combined", "json"] = Field(
+        default="combined", description="Access log line format."
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Error log level; the error log goes to stderr."
+    )
+
+
+class ListenSettings(BaseModel):
+    """One address to accept client connections on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: AddressValue = Field(
+        description='Where to accept: `"host:port"`, `"[v6]:port"` or `"unix:/path"`; '
+        "port 0 picks any free port."
+    )
+
+
+class RedirectSettings(BaseModel):
+    """A route's `redirect = { to = "...", status = 301 }`: answer with a redirect."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: RedirectTemplate = Field(
+        description="Target URL template; placeholders `{scheme}` `{host}` `{uri}` `{path}` "
+        '`{query}` (write a literal brace as `"{{"` or `"}}"`).'
+    )
+    status: Literal[301, 302, 303, 307, 308] = Field(
+        default=301, description="Redirect status code."
+    )
+
+
+class RouteSettings(BaseModel):
+    """Which requests go where; the first matching route of a site, in file order, wins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: RoutePath = Field(
+        default="/", description="Path prefix, matched on whole segments after normalisation."
+    )
+    path_regex: Regex | None = Field(
+        default=None, description="A regular expression to match the path with, instead of `path`."
+    )
+    methods: Annotated[tuple[Method, ...], Field(min_length=1)] | None = Field(
+        default=None,
+        description="Only these methods match (uppercased); all methods when left out.",
+    )
+    upstream: str | None = Field(
+        default=None, description="Name of the `[upstream.NAME]` to proxy to (or give `redirect`)."
+    )
+    redirect: RedirectSettings | None = Field(
+        default=None, description="Answer with a redirect instead of proxying (or give `upstream`)."
+    )
+    strip_prefix: StrictBool = Field(
+        default=False, description="Remove `path` from the request path before forwarding."
+    )
+    forwarded: Literal["x-forwarded", "rfc7239", "both", "none"] = Field(
+        default="both",
+        description="Which headers tell the origin about the client: `X-Forwarded-*`, "
+        "`Forwarded` (RFC 7239), both or none.",
+    )
+    max_body: Size = Field(default=100 * MIB, description="Largest request body; 413 beyond.")
+    websocket: StrictBool = Field(
+        default=True, description="Let Upgrade requests (WebSocket and others) pass through."
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_answer(self) -> RouteSettings:
+        problems: list[tuple[Loc, str]] = []
+        if self.path_regex is not None and "path" in self.model_fields_set:
+            problems.append((("path_regex",), "give either path or path_regex, not both"))
+        if self.path_regex is not None and self.strip_prefix:
+            problems.append((("strip_prefix",), "strip_prefix works with path, not path_regex"))
+        if self.upstream is not None and self.redirect is not None:
+            problems.append(((), "give either upstream or redirect, not both"))
+        if self.upstream is None and self.redirect is None:
+            problems.append(((), 'missing required key "upstream" (or "redirect")'))
+        if problems:
+            raise problems_error(problems)
+        return self
+
+
+class SiteSettings(BaseModel):
+    """A virtual host, chosen by the request's host name; the most specific pattern wins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hosts: Annotated[tuple[HostPattern, ...], Field(min_length=1)] = Field(
+        description='Host names this site answers: exact names, `"*.example.com"` '
+        'wildcards, `"*"` for any; lowercased, no port.'
+    )
+    route: Annotated[tuple[RouteSettings, ...], Field(min_length=1)] = Field(
+        description="The site's routes (`[[site.route]]`), tried in file order."
+    )
+
+
+def _server_url(url: str) -> str:
+    parse_server_url(url)
+    return url
+
+
+class UpstreamServer(BaseModel):
+    """One origin server of an upstream: a `"http://host:port"` string or a `{ url = "..." }` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: Annotated[str, AfterValidator(_server_url), DocType("URL")] = Field(
+        description='`"http://host:port"` (port 80 when left out).'
+    )
+    _scheme: str = PrivateAttr("http")
+    _host: str = PrivateAttr("")
+    _port: int = PrivateAttr(80)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            parse_server_url(data)
+            return {"url": data}
+        if isinstance(data, dict | UpstreamServer):
+            return data
+        raise ValueError(
+            'expected a server URL like "http://10.0.0.5:8080" or a table { url = "..." }, '
+            f"got {describe_value(data)}"
+        )
+
+    @model_validator(mode="after")
+    def _split_url(self) -> UpstreamServer:
+        self._scheme, self._host, self._port = parse_server_url(self.url)
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return self._scheme
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def address(self) -> Address:
+        return Address(self._host, self._port)
+
+
+class UpstreamTimeouts(BaseModel):
+    """An upstream's `timeouts = { ... }`: how long to wait for its servers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect: PositiveDuration = Field(
+        default=5.0, description="Time to open a connection to a server."
+    )
+    read: PositiveDuration = Field(
+        default=60.0, description="Longest wait for the server's response head or next body bytes."
+    )
+    write: PositiveDuration = Field(
+        default=60.0, description="Longest wait for the server to accept more request bytes."
+    )
+    idle: PositiveDuration = Field(
+        default=60.0,
+        description="How long an upgraded (WebSocket) tunnel may stay silent both ways.",
+    )
+
+
+class KeepaliveSettings(BaseModel):
+    """An upstream's `keepalive = { ... }`: idle connections kept per server for reuse."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_idle: Annotated[StrictInt, Field(ge=0)] = Field(
+        default=32, description="Most idle connections kept per server (0: no pooling)."
+    )
+    idle_timeout: PositiveDuration = Field(
+        default=30.0, description="How long an idle pooled connection is kept."
+    )
+
+
+class UpstreamSettings(BaseModel):
+    """A named group of origin servers that routes proxy to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    servers: Annotated[
+        tuple[UpstreamServer, ...], Field(min_length=1), DocType("list of URLs or tables")
+    ] = Field(
+        description='The origin servers: `"http://host:port"` strings or `{ url = "..." }` '
+        "tables (TLS to origins is not supported yet)."
+    )
+    timeouts: UpstreamTimeouts = Field(
+        default=UpstreamTimeouts(), description="Timeouts towards the servers."
+    )
+    keepalive: KeepaliveSettings = Field(
+        default=KeepaliveSettings(), description="Idle connection pool per server."
+    )
+
+
+def _frozen_upstreams(upstreams: Mapping[str, UpstreamSettings]) -> FrozenMapping[UpstreamSettings]:
+    return FrozenMapping(upstreams)
+
+
+Upstreams = Annotated[
+    Mapping[UpstreamName, UpstreamSettings],
+    AfterValidator(_frozen_upstreams),
+    PlainSerializer(dict, return_type=dict[str, UpstreamSettings]),
+    DocType("tables by name"),
+]
+
+
+class BastionConfig(BaseModel):
+    """The whole configuration file; its top-level keys are the tables below."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server: ServerSettings = Field(default=ServerSettings(), description="Process-wide settings.")
+    log: LogSettings = Field(default=LogSettings(), description="Access and error logs.")
+    listen: Annotated[tuple[ListenSettings, ...], Field(min_length=1)] = Field(
+        description="Listeners (`[[listen]]`); at least one."
+    )
+    site: Annotated[tuple[SiteSettings, ...], Field(min_length=1)] = Field(
+        description="Sites (`[[site]]`); at least one."
+    )
+    upstream: Upstreams = Field(
+        default=FrozenMapping[UpstreamSettings]({}),
+        description="Named upstreams (`[upstream.NAME]`).",
+    )
+    _source: str = PrivateAttr("")
+
+    def model_post_init(self, context: Any, /) -> None:
+        if isinstance(context, Mapping):
+            self._source = str(context.get("source", ""))
+
+    @property
+    def source(self) -> str:
+        """The file this configuration was read from ("" when built in code)."""
+        return self._source
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> BastionConfig:
+        problems = self._undefined_upstreams() + self._repeated_hosts() + self._repeated_listens()
+        if problems:
+            raise problems_error(problems)
+        return self
+
+    def _undefined_upstreams(self) -> list[tuple[Loc, str]]:
+        defined = ", ".join(sorted(self.upstream)) or "none"
+        return [
+            (
+                ("site", s, "route", r, "upstream"),
+                f'route names upstream "{route.upstream}" which is not defined '
+                f"(defined: {defined})",
+            )
+            for s, site in enumerate(self.site)
+            for r, route in enumerate(site.route)
+            if route.upstream is not None and route.upstream not in self.upstream
+        ]
+
+    def _repeated_hosts(self) -> list[tuple[Loc, str]]:
+        first_site: dict[str, int] = {}
+        problems: list[tuple[Loc, str]] = []
+        for s, site in enumerate(self.site):
+            for h, host in enumerate(site.hosts):
+                if host in first_site:
+                    where = "this site" if first_site[host] == s else f"site[{first_site[host]}]"
+                    problems.append(
+                        (("site", s, "hosts", h), f'host "{host}" is already listed by {where}')
+                    )
+                first_site.setdefault(host, s)
+        return problems
+
+    def _repeated_listens(self) -> list[tuple[Loc, str]]:
+        first: dict[Address, int] = {}
+        problems: list[tuple[Loc, str]] = []
+        for i, listen in enumerate(self.listen):
+            address = listen.address
+            if address in first and (address.port != 0 or address.unix_path is not None):
+                problems.append(
+                    (
+                        ("listen", i, "address"),
+                        f'address "{address}" is already used by listen[{first[address]}]',
+                    )
+                )
+            first.setdefault(address, i)
+        return problems

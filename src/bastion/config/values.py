@@ -1,0 +1,256 @@
+"""The values a configuration key may hold, one annotated type or check per kind of value.
+
+Units (durations, sizes, addresses, networks) are converted here from the text a user wrote:
+a file's values must be text with a unit, while Python callers (tests, code building a
+config) may pass ready-made values (float seconds, int bytes, `Address`, networks). Each check
+raises `ValueError` with a message for people; `DocType` tells docs.py how to name a type
+and spell its default. This module must not know about files, TOML, key paths or tables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, PlainValidator, ValidationInfo
+
+from bastion.units import (
+    ADDRESS_EXPECTED,
+    DURATION_EXPECTED,
+    NETWORK_EXPECTED,
+    Address,
+    describe_value,
+    format_duration,
+    format_size,
+    parse_address,
+    parse_duration,
+    parse_network,
+    parse_size,
+)
+
+REDIRECT_PLACEHOLDERS = ("scheme", "host", "uri", "path", "query")
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+SERVER_URL_EXPECTED = 'expected a server URL like "http://10.0.0.5:8080"'
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HOST_NAME_RE = re.compile(
+    r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*"
+)
+_UPSTREAM_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class DocType:
+    """Marks a field for the docs: the name of its type, and how to spell a default back."""
+
+    name: str
+    spell: Callable[[Any], str] | None = None
+
+
+class FrozenMapping(Mapping[str, V], Generic[V]):
+    """A read-only, hashable mapping (for `[upstream.NAME]` tables)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, V]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._items!r})"
+
+
+def _from_file(info: ValidationInfo) -> bool:
+    """The loader validates with a context; Python callers may pass converted values."""
+    return info.context is not None
+
+
+def _text(value: object, expected: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{expected}, got {describe_value(value)}")
+    return value
+
+
+def _duration(value: object, info: ValidationInfo) -> float:
+    if not _from_file(info) and isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {value!r}")
+        return float(value)
+    return parse_duration(_text(value, DURATION_EXPECTED))
+
+
+def _positive_duration(value: object, info: ValidationInfo) -> float:
+    seconds = _duration(value, info)
+    if seconds <= 0:
+        raise ValueError(f"expected a duration greater than 0, got {describe_value(value)}")
+    return seconds
+
+
+def _size(value: object) -> int:
+    return parse_size(value)  # type: ignore[arg-type]  # parse_size checks the type itself
+
+
+def _positive_size(value: object) -> int:
+    size = _size(value)
+    if size <= 0:
+        raise ValueError(f"expected a size greater than 0, got {describe_value(value)}")
+    return size
+
+
+def _address(value: object, info: ValidationInfo) -> Address:
+    if not _from_file(info) and isinstance(value, Address):
+        return value
+    return parse_address(_text(value, ADDRESS_EXPECTED))
+
+
+def _network(value: object, info: ValidationInfo) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not _from_file(info) and isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    return parse_network(_text(value, NETWORK_EXPECTED))
+
+
+Duration = Annotated[float, PlainValidator(_duration), DocType("duration", format_duration)]
+PositiveDuration = Annotated[
+    float, PlainValidator(_positive_duration), DocType("duration", format_duration)
+]
+Size = Annotated[int, PlainValidator(_size), DocType("size", format_size)]
+PositiveSize = Annotated[int, PlainValidator(_positive_size), DocType("size", format_size)]
+AddressValue = Annotated[Address, PlainValidator(_address), DocType("address", str)]
+Network = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network, PlainValidator(_network), DocType("CIDR", str)
+]
+
+
+def _host_pattern(text: str) -> str:
+    """Lowercase a site host: an exact name, "*.suffix", "*" or "[v6]"; no port."""
+    name = text.lower().removesuffix(".")
+    if name == "*" or (name.startswith("[") and name.endswith("]") and _is_ipv6(name[1:-1])):
+        return name
+    if not name:
+        raise ValueError("a host cannot be empty")
+    if ":" in name:
+        raise ValueError(
+            f"a host takes no port (ports belong to [[listen]]), got {describe_value(text)}"
+        )
+    wildcard = name.startswith("*.")
+    rest = name.removeprefix("*.")
+    if "*" in rest:
+        raise ValueError(
+            f'"*" is allowed only as the whole first label, like "*.example.com", '
+            f"got {describe_value(text)}"
+        )
+    try:
+        rest = rest if rest.isascii() else rest.encode("idna").decode("ascii")
+    except UnicodeError:
+        rest = ""
+    if _HOST_NAME_RE.fullmatch(rest) is None:
+        raise ValueError(f'expected a host name like "example.com", got {describe_value(text)}')
+    return f"*.{rest}" if wildcard else rest
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _method(text: str) -> str:
+    if _TOKEN_RE.fullmatch(text) is None:
+        raise ValueError(f'expected an HTTP method like "GET", got {describe_value(text)}')
+    return text.upper()
+
+
+def _route_path(text: str) -> str:
+    if not text.startswith("/") or "?" in text or "#" in text:
+        raise ValueError(
+            f'expected a path starting with "/", like "/api", got {describe_value(text)}'
+        )
+    return text
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise ValueError(f"invalid regular expression: {error}") from None
+    return text
+
+
+def _redirect_template(template: str) -> str:
+    known = ", ".join(f"{{{name}}}" for name in REDIRECT_PLACEHOLDERS)
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as error:
+        raise ValueError(f'{error} (write a literal brace as "{{{{" or "}}}}")') from None
+    for name, spec, conversion in fields:
+        if name not in REDIRECT_PLACEHOLDERS or spec or conversion:
+            written = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ValueError(f'unknown placeholder "{{{written}}}" (known: {known})')
+    return template
+
+
+def parse_server_url(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an upstream server URL "http://host[:port]"."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        raise ValueError(
+            f"TLS to origins is not supported yet: use an http:// server URL, "
+            f"got {describe_value(url)}"
+        )
+    if scheme != "http" or not parts.netloc or "@" in parts.netloc:
+        raise ValueError(f"{SERVER_URL_EXPECTED}, got {describe_value(url)}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(
+            f"a server URL names only scheme, host and port, like "
+            f'"http://10.0.0.5:8080", got {describe_value(url)}'
+        )
+    netloc = parts.netloc
+    has_port = ":" in netloc.rpartition("]")[2]
+    try:
+        address = parse_address(netloc if has_port else f"{netloc}:80")
+    except ValueError:
+        raise ValueError(f"{SERVER_URL_EXPECTED}, got {describe_value(url)}") from None
+    if address.port == 0:
+        raise ValueError(f"a server port must be 1 to 65535, got {describe_value(url)}")
+    return scheme, address.host.lower(), address.port
+
+
+def _upstream_name(name: str) -> str:
+    if _UPSTREAM_NAME_RE.fullmatch(name) is None:
+        raise ValueError(
+            f'an upstream name uses letters, digits, "_", "-" and ".", got {describe_value(name)}'
+        )
+    return name
+
+
+HostPattern = Annotated[str, AfterValidator(_host_pattern), DocType("host pattern")]
+Method = Annotated[str, AfterValidator(_method), DocType("method")]
+RoutePath = Annotated[str, AfterValidator(_route_path), DocType("path")]
+Regex = Annotated[str, AfterValidator(_regex), DocType("regular expression")]
+RedirectTemplate = Annotated[str, AfterValidator(_redirect_template), DocType("URL template")]
+UpstreamName = Annotated[str, AfterValidator(_upstream_name)]

@@ -1,0 +1,296 @@
+"""The downstream (server) side of HTTP/1.1: request bytes in, events out; responses out.
+
+`H1RequestReader` wraps llhttp (httptools) in its strict mode and adds the checks llhttp
+leaves to its user, so that nothing ambiguous ever reaches an origin: a request with both
+Content-Length and Transfer-Encoding, bad lengths, bad chunk sizes, whitespace before a colon,
+obs-fold and control characters are refused by llhttp; this module adds Host rules, the
+transfer-coding rules of RFC 9112 6.1, and the head and URI size limits. Errors are raised as
+`ProxyError` with the status to answer; after one, the connection must be closed.
+
+Sans-I/O: no sockets, no asyncio, no clock.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import httptools
+
+from bastion.errors import ErrorKind, ProxyError
+from bastion.http.events import (
+    BodyChunk,
+    EndOfMessage,
+    Event,
+    Framing,
+    Headers,
+    RequestHead,
+)
+from bastion.http.headers import tokens
+
+_MAX_UPGRADE_BUFFER = 1 << 20
+
+
+_REASONS: dict[int, bytes] = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase for `status` (b"" when it has none)."""
+    return _REASONS.get(status, b"")
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to hand a ProxyError out through llhttp."""
+
+    def __init__(self, error: ProxyError) -> None:
+        self.error = error
+
+
+class H1RequestReader:
+    """Parses a stream of HTTP/1.x requests (pipelined or not) into events.
+
+    After a request that asks to switch protocols (Upgrade, no body) the reader holds every
+    later byte: the caller either takes them as tunnel data (`accept_upgrade`) or has them
+    parsed as further HTTP requests (`decline_upgrade`). An Upgrade request that carries a
+    body is never switched; its body is parsed like any other.
+    """
+
+    __slots__ = (
+        "_events",
+        "_head",
+        "_head_bytes",
+        "_headers",
+        "_in_head",
+        "_max_header_size",
+        "_max_uri_size",
+        "_parser",
+        "_pending_upgrade",
+        "_skip_synthetic_head",
+        "_trailers",
+        "_url_parts",
+        "upgrade_buffer",
+    )
+
+    def __init__(self, max_header_size: int = 32 * 1024, max_uri_size: int = 8 * 1024) -> None:
+        self._max_header_size = max_header_size
+        self._max_uri_size = max_uri_size
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: list[Event] = []
+        self._headers: Headers = []
+        self._trailers: Headers | None = None
+        self._url_parts: list[bytes] = []
+        self._head: RequestHead | None = None
+        self._head_bytes = 0
+        self._in_head = False
+        self._pending_upgrade = False
+        self._skip_synthetic_head = False
+        self.upgrade_buffer = b""
+
+    @property
+    def in_message(self) -> bool:
+        """True while a request has started but not been fully received."""
+        return self._in_head or self._head is not None
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse `data`; returns the events it completes. Raises ProxyError (then close)."""
+        if self._pending_upgrade:
+            self.upgrade_buffer += data
+            if len(self.upgrade_buffer) > _MAX_UPGRADE_BUFFER:
+                raise ProxyError(ErrorKind.BAD_REQUEST, "too much data before the upgrade")
+            return []
+        events: list[Event] = []
+        self._events = events
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._after_upgrade_request(data[upgrade.args[0] :])
+        except httptools.HttpParserCallbackError as failure:
+            cause = failure.__context__
+            if isinstance(cause, _Stop):
+                raise cause.error from None
+            raise
+        except httptools.HttpParserError as failure:
+            raise ProxyError(ErrorKind.BAD_REQUEST, str(failure)) from None
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_header_size + self._max_uri_size:
+                raise ProxyError(ErrorKind.HEADERS_TOO_LARGE, "request head too large")
+        return events
+
+    def accept_upgrade(self) -> bytes:
+        """The bytes that followed an upgrade request: the start of the tunnel."""
+        data, self.upgrade_buffer = self.upgrade_buffer, b""
+        return data
+
+    def decline_upgrade(self) -> list[Event]:
+        """Continue parsing HTTP after an upgrade request that will not be switched."""
+        self._pending_upgrade = False
+        self._head = None
+        self._parser = httptools.HttpRequestParser(self)
+        data, self.upgrade_buffer = self.upgrade_buffer, b""
+        return self.feed(data) if data else []
+
+    def _after_upgrade_request(self, rest: bytes) -> None:
+        head = self._head
+        if head is None or head.framing is Framing.NONE:
+            self._head = None
+            self._pending_upgrade = True
+            self.upgrade_buffer = rest
+            return
+        # llhttp treats what follows an Upgrade head as tunnel bytes even when the request
+        # declares a body. Parse that body with the framing the head declared by priming a
+        # fresh parser with a head of the same framing, whose events are dropped.
+        self._parser = httptools.HttpRequestParser(self)
+        self._skip_synthetic_head = True
+        if head.framing is Framing.CHUNKED:
+            framing = b"Transfer-Encoding: chunked"
+        else:
+            framing = b"Content-Length: %d" % (head.content_length or 0)
+        self._parser.feed_data(b"POST / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
+        self._head = head
+        self._parser.feed_data(rest)
+
+    # -- llhttp callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._trailers = None
+        self._url_parts = []
+        self._head_bytes = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url_parts.append(url)
+        self._head_bytes += len(url)
+        if self._head_bytes > self._max_uri_size:
+            raise _Stop(ProxyError(ErrorKind.URI_TOO_LONG, "request-target too long"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._trailers is not None:
+            self._trailers.append((name.lower(), value))
+        else:
+            self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._trailers = []
+        if self._skip_synthetic_head:
+            self._skip_synthetic_head = False
+            return
+        url = b"".join(self._url_parts)
+        size = len(url) + sum(len(n) + len(v) + 4 for n, v in self._headers)
+        try:
+            if size > self._max_header_size:
+                raise ProxyError(ErrorKind.HEADERS_TOO_LARGE, "request headers too large")
+            head = self._build_head(url, size)
+        except ProxyError as error:
+            raise _Stop(error) from None
+        self._head = head
+        self._events.append(head)
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(BodyChunk(body))
+
+    def on_message_complete(self) -> None:
+        head = self._head
+        if head is not None and (
+            head.upgrade is not None
+            or (head.framing is not Framing.NONE and self._parser.should_upgrade())
+        ):
+            return  # what follows is decided by _after_upgrade_request
+        self._head = None
+        self._events.append(EndOfMessage(self._trailers or []))
+        self._trailers = None
+
+    # -- validation beyond llhttp -------------------------------------------------------
+
+    def _build_head(self, url: bytes, size: int) -> RequestHead:
+        parser = self._parser
+        method: bytes = parser.get_method()
+        if method == b"CONNECT":
+            raise ProxyError(ErrorKind.METHOD_NOT_ALLOWED, "CONNECT is not served here")
+        version = parser.get_http_version().encode()
+        host, transfer_encoding, content_length, expect, upgrade = _scan_headers(self._headers)
+        if host is None:
+            if version == b"1.1":
+                raise ProxyError(ErrorKind.BAD_REQUEST, "HTTP/1.1 request without Host")
+            host = b""
+        elif not _valid_host(host):
+            raise ProxyError(ErrorKind.BAD_REQUEST, "invalid Host header")
+        framing = _request_framing(version, transfer_encoding, content_length)
+        switch = upgrade if parser.should_upgrade() and framing is Framing.NONE else None
+        return RequestHead(
+            method=method,
+            target=url,
+            http_version=version,
+            headers=self._headers,
+            framing=framing,
+            content_length=content_length,
+            keep_alive=parser.should_keep_alive(),
+            host=host,
+            expect_continue=expect and version == b"1.1" and framing is not Framing.NONE,
+            upgrade=switch,
+            head_size=size,
+        )
+
+
+def _scan_headers(
+    headers: Headers,
+) -> tuple[bytes | None, bytes | None, int | None, bool, bytes | None]:
+    """Host, Transfer-Encoding, Content-Length, Expect: 100-continue and Upgrade, one pass."""
+    host: bytes | None = None
+    transfer_encoding: bytes | None = None
+    content_length: int | None = None
+    expect = False
+    upgrade: bytes | None = None
+    for name, value in headers:
+        if name == b"host":
+            if host is not None:
+                raise ProxyError(ErrorKind.BAD_REQUEST, "more than one Host header")
+            host = value
+        elif name == b"transfer-encoding":
+            transfer_encoding = value
+        elif name == b"content-length":
+            content_length = int(value)  # llhttp has already refused anything but digits
+        elif name == b"expect":
+            expect = value.strip().lower() == b"100-continue"
+        elif name == b"upgrade":
+            upgrade = value
+    return host, transfer_encoding, content_length, expect, upgrade
+
+
+def _valid_host(host: bytes) -> bool:
+    """RFC 3986 reg-name / IP literal with optional port; no spaces, slashes or userinfo."""
+    if not host or len(host) > 255:
+        return False
+    return not any(ch in host for ch in (b" ", b"/", b"\\", b"@", b"?", b"#", b",", b"\t"))
+
+
+def _request_framing(
+    version: bytes, transfer_encoding: bytes | None, content_length: int | None
+) -> Framing:
+    if transfer_encoding is not None:
+        if version == b"1.0":
+            # RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding is faulty framing.
+            raise ProxyError(ErrorKind.BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request")
+        codings = tokens(transfer_encoding)
+        if codings != [b"chunked"]:
+            if codings and codings[-1] == b"chunked":
+                raise ProxyError(
+                    ErrorKind.UNSUPPORTED_CODING, "transfer codings other than chunked"
+                )
+            raise ProxyError(ErrorKind.BAD_REQUEST, "final transfer coding is not chunked")
+        return Framing.CHUNKED
+    if content_length:
+        return Framing.LENGTH
+    return Framing.NONE
+
+
+def serialize_response_head(
+    status: int, reason: bytes, headers: Headers, http_version: bytes = b"1.1"
+) -> bytes:
+    """The status line and header block of a response, ready for the wire."""
+    parts = [b"HTTP/%s %d %s\r\n" % (http_version, status, reason or reason_phrase(status))]
+    for name, value in headers:
+        parts.append(name + b": " + value + b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)

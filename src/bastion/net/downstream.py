@@ -1,0 +1,332 @@
+"""Client connections: the asyncio Protocol that reads requests and writes responses.
+
+One `DownstreamConnection` per accepted client. It feeds bytes to the HTTP/1.1 request
+reader, starts one `Exchange` (served by the pipeline as a task) per request, holds pipelined
+requests until the current response is done (reading paused meanwhile), applies the header,
+keep-alive and body timeouts, and turns into a byte tunnel after a protocol switch. Parse
+errors are answered here (400/414/431/501) and the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+from bastion.errors import ProxyError
+from bastion.http.events import BodyChunk, EndOfMessage, Event, RequestHead
+from bastion.http.h1_server import H1RequestReader, reason_phrase, serialize_response_head
+from bastion.net.tunnel import Tunnel
+from bastion.net.upstream import UpstreamConnection
+from bastion.proxy.context import ClientInfo, RequestContext
+from bastion.proxy.exchange import Exchange
+
+if TYPE_CHECKING:
+    from bastion.proxy.pipeline import Pipeline
+    from bastion.proxy.ports import UpstreamLink
+
+log = logging.getLogger(__name__)
+
+
+class ConnectionRegistry:
+    """The open client connections of a listener set, for graceful shutdown."""
+
+    def __init__(self) -> None:
+        self.connections: set[DownstreamConnection] = set()
+        self.draining = False
+        self.drained: asyncio.Event | None = None
+
+    def add(self, conn: DownstreamConnection) -> None:
+        self.connections.add(conn)
+
+    def discard(self, conn: DownstreamConnection) -> None:
+        self.connections.discard(conn)
+        if self.draining and not self.connections and self.drained is not None:
+            self.drained.set()
+
+    def drain(self) -> asyncio.Event:
+        """Close idle connections now and the busy ones after their current response."""
+        self.draining = True
+        self.drained = asyncio.Event()
+        for conn in list(self.connections):
+            conn.close_when_idle()
+        if not self.connections:
+            self.drained.set()
+        return self.drained
+
+
+class DownstreamConnection(asyncio.Protocol):
+    """One client connection speaking HTTP/1.x."""
+
+    def __init__(
+        self, pipeline_ref: PipelineRef, registry: ConnectionRegistry, scheme: bytes = b"http"
+    ) -> None:
+        self._pipeline_ref = pipeline_ref
+        self._registry = registry
+        self._scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.client: ClientInfo | None = None
+        self._reader: H1RequestReader | None = None
+        self._exchange: Exchange | None = None
+        self._backlog: deque[Event] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._closing = False
+        self._tunnel: Tunnel | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- DownstreamLink -------------------------------------------------------------------
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self._closing:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None and not self._closing:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def start_tunnel(self, upstream: UpstreamLink, first_bytes: bytes) -> None:
+        assert self.transport is not None and self._reader is not None
+        assert isinstance(upstream, UpstreamConnection)
+        exchange = self._exchange
+        idle = exchange.ctx.route.upstream.tunnel_idle_timeout  # type: ignore[union-attr]
+        self._cancel_timer()
+        self._tunnel = Tunnel(self.transport, upstream, idle, self._read_paused)
+        self._read_paused = False
+        self._tunnel.start(first_bytes, self._reader.accept_upgrade())
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        pipeline = self._pipeline_ref.pipeline
+        limits = pipeline.plan.limits
+        self._reader = H1RequestReader(limits.max_header_size, limits.max_uri_size)
+        peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer_ip = _plain_ip(str(peer[0])) if isinstance(peer, tuple) else "unix"
+        port = int(local[1]) if isinstance(local, tuple) else 0
+        trusted = peer_ip in pipeline.plan.trusted
+        self.client = ClientInfo(
+            peer_ip, int(peer[1]) if isinstance(peer, tuple) else 0, port, self._scheme, trusted
+        )
+        self._registry.add(self)
+        if self._registry.draining:
+            self._closing = True
+            transport.close()
+            return
+        self._arm_timer(limits.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.from_client(data)
+            return
+        reader = self._reader
+        assert reader is not None
+        try:
+            events = reader.feed(data)
+        except ProxyError as error:
+            self._refuse(error)
+            return
+        for event in events:
+            self._on_event(event)
+
+    def eof_received(self) -> bool:
+        if self._tunnel is not None:
+            return self._tunnel.client_eof()
+        if self._exchange is not None and not self._exchange.request_complete:
+            self._exchange.downstream_lost()
+        # A client that half-closes after its request still gets the response.
+        return self._exchange is not None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._cancel_timer()
+        self._registry.discard(self)
+        if self._tunnel is not None:
+            self._tunnel.client_lost()
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.downstream_lost()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._tunnel is not None:
+            self._tunnel.client_write_paused(True)
+        elif self._exchange is not None:
+            self._exchange.downstream_write_paused(True)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._tunnel is not None:
+            self._tunnel.client_write_paused(False)
+        elif self._exchange is not None:
+            self._exchange.downstream_write_paused(False)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if self._backlog is not None:
+            self._backlog.append(event)
+            return
+        exchange = self._exchange
+        if type(event) is BodyChunk:
+            assert exchange is not None
+            exchange.request_body(event.data)
+        elif type(event) is RequestHead:
+            if exchange is not None:
+                self._backlog = deque([event])
+                self.pause_reading()
+                return
+            self._begin(event)
+        elif type(event) is EndOfMessage:
+            assert exchange is not None
+            exchange.request_end(event.trailers)
+
+    def _begin(self, head: RequestHead) -> None:
+        assert self.client is not None
+        self._cancel_timer()
+        pipeline = self._pipeline_ref.pipeline
+        ctx = RequestContext(head, self.client, self.loop.time())
+        exchange = Exchange(ctx, self)
+        if self._registry.draining:
+            exchange.close_after = True
+        self._exchange = exchange
+        task = self.loop.create_task(self._serve(pipeline, exchange))
+        del task  # _serve never raises; the exchange holds what matters
+
+    async def _serve(self, pipeline: Pipeline, exchange: Exchange) -> None:
+        await pipeline.serve(exchange)
+        self._exchange_done(exchange)
+
+    def _exchange_done(self, exchange: Exchange) -> None:
+        if self._tunnel is not None or self.transport is None:
+            self._exchange = None
+            return
+        if exchange.abort_client:
+            self._exchange = None
+            self.transport.abort()
+            return
+        if exchange.close_after or self._closing or not exchange.request_complete:
+            self._exchange = None
+            self._closing = True
+            self.transport.close()
+            return
+        self._exchange = None
+        reader = self._reader
+        assert reader is not None
+        if exchange.ctx.head.upgrade is not None:
+            try:
+                events = reader.decline_upgrade()
+            except ProxyError as error:
+                self._refuse(error)
+                return
+            for event in events:
+                self._on_event(event)
+        self._next_request()
+
+    def _next_request(self) -> None:
+        limits = self._pipeline_ref.pipeline.plan.limits
+        backlog, self._backlog = self._backlog, None
+        if backlog:
+            while backlog and self._backlog is None:
+                self._on_event(backlog.popleft())
+            if self._backlog is not None:
+                self._backlog.extend(backlog)
+                return
+        if self._exchange is None:
+            self._arm_timer(
+                limits.keepalive_timeout if not self._reader_in_message() else limits.header_timeout
+            )
+        self.resume_reading()
+
+    def _reader_in_message(self) -> bool:
+        return self._reader is not None and self._reader.in_message
+
+    def close_when_idle(self) -> None:
+        """Graceful stop: close now if idle, else after the current response."""
+        if self._exchange is None and self._tunnel is None and self.transport is not None:
+            self._closing = True
+            self.transport.close()
+        elif self._exchange is not None:
+            self._exchange.close_after = True
+
+    # -- errors and timeouts -------------------------------------------------------------
+
+    def _refuse(self, error: ProxyError) -> None:
+        """Answer a request we could not parse, then close: the stream is unusable."""
+        transport = self.transport
+        self._closing = True
+        self._cancel_timer()
+        if transport is None:
+            return
+        if self._exchange is None or not self._exchange.response_started:
+            if self._exchange is not None:
+                self._exchange.fail(error)
+                return
+            status = error.status
+            body = f"{status} {reason_phrase(status).decode()}\n".encode()
+            headers = [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ]
+            transport.write(serialize_response_head(status, b"", headers) + body)
+            log.info(
+                "refused request from %s: %s", self.client.peer_ip if self.client else "-", error
+            )
+            transport.close()
+        else:
+            transport.abort()
+
+    def _arm_timer(self, timeout: float) -> None:
+        self._deadline = self.loop.time() + timeout
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        self._deadline = 0.0
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._deadline == 0.0 or self.transport is None:
+            return
+        now = self.loop.time()
+        if now < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+            return
+        if self._exchange is None and self._tunnel is None:
+            self._closing = True
+            self.transport.close()
+
+
+class PipelineRef:
+    """The pipeline new requests are served by; swapped on reload, read per request."""
+
+    __slots__ = ("pipeline",)
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+
+def _plain_ip(ip: str) -> str:
+    """Client addresses as people write them: `::ffff:10.0.0.1` is 10.0.0.1."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip

@@ -1,0 +1,311 @@
+"""Connections to origin servers: the asyncio Protocol, and the connector with its pool.
+
+`UpstreamConnection` carries one exchange at a time: it writes what the exchange gives it and
+reports the parsed response to the exchange's listener. `UpstreamConnector` hands out pooled
+keep-alive connections (most recently used first, dropped when the origin closed them or when
+they idled past the shorter of our idle timeout and the origin's own `Keep-Alive: timeout=`)
+and opens new ones with a connect timeout. OS and timeout errors become `ProxyError` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+from bastion.errors import ErrorKind, ProxyError
+from bastion.http.events import BodyChunk, EndOfMessage, ResponseHead
+from bastion.http.h1_client import H1ResponseReader
+
+if TYPE_CHECKING:
+    from bastion.proxy.plan import ServerPlan, UpstreamPlan
+    from bastion.proxy.ports import ResponseListener
+
+log = logging.getLogger(__name__)
+
+# Keep an idle connection this much less than the origin says it will (the keep-alive race).
+_SAFETY_MARGIN = 1.0
+
+
+class TunnelEnd(Protocol):
+    """Where an upgraded origin connection's events go."""
+
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool | None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP connection to one origin server."""
+
+    def __init__(self, server: ServerPlan, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.reader = H1ResponseReader()
+        self.listener: ResponseListener | None = None
+        self.reused = False
+        self.closed = False
+        self.idle_since = 0.0
+        self.idle_deadline = 0.0
+        self._got_response_bytes = False
+        self._write_paused = False
+        self._read_paused = False
+        self.tunnel_peer: TunnelEnd | None = None
+
+    # -- UpstreamLink ---------------------------------------------------------------------
+
+    @property
+    def reusable(self) -> bool:
+        return not self.closed and self.reader.done and not self.reader.switched
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def start(self, listener: ResponseListener, method: bytes) -> None:
+        self.listener = listener
+        self._got_response_bytes = False
+        self.reader.expect(method)
+        if self._read_paused:
+            self.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def idle_for(self) -> float:
+        return self.loop.time() - self.idle_since
+
+    def detach(self) -> None:
+        self.listener = None
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.listener = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.data_received(data)
+            return
+        listener = self.listener
+        if listener is None:
+            # Bytes nobody asked for on an idle connection: it cannot be trusted any more.
+            self.close()
+            return
+        self._got_response_bytes = True
+        try:
+            events = self.reader.feed(data)
+        except ProxyError as error:
+            self.close()
+            listener.on_upstream_failed(error)
+            return
+        for event in events:
+            if type(event) is BodyChunk:
+                listener.on_response_body(event.data)
+            elif type(event) is ResponseHead:
+                listener.on_response_head(event)
+            elif type(event) is EndOfMessage:
+                listener.on_response_end(event.trailers)
+            if self.listener is None:
+                return
+        if self.reader.switched:
+            listener.on_switched(self.reader.tunnel_data)
+
+    def eof_received(self) -> bool:
+        if self.tunnel_peer is not None:
+            return bool(self.tunnel_peer.eof_received())
+        self._peer_closed()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_closed = self.closed
+        self.closed = True
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.connection_lost(exc)
+            return
+        if not was_closed:
+            self._peer_closed()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.pause_writing()
+        elif self.listener is not None:
+            self.listener.on_upstream_write_paused(True)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.tunnel_peer is not None:
+            self.tunnel_peer.resume_writing()
+        elif self.listener is not None:
+            self.listener.on_upstream_write_paused(False)
+
+    def _peer_closed(self) -> None:
+        listener = self.listener
+        self.closed = True
+        if listener is None:
+            return
+        try:
+            events = self.reader.eof()
+        except ProxyError as error:
+            if self.reader.done or self._got_response_bytes:
+                if self._got_response_bytes and not self.reader.done:
+                    error = ProxyError(
+                        ErrorKind.UPSTREAM_ABORTED_BODY, "origin closed mid-response"
+                    )
+            else:
+                # Nothing came back: on a reused connection this is the keep-alive race.
+                error = ProxyError(
+                    ErrorKind.UPSTREAM_CLOSED,
+                    "origin closed the connection before answering",
+                    retryable=self.reused,
+                )
+            listener.on_upstream_failed(error)
+            return
+        for event in events:
+            assert type(event) is EndOfMessage
+            listener.on_response_end(event.trailers)
+
+
+class _ServerPool:
+    """Idle keep-alive connections to one server, most recently used last."""
+
+    __slots__ = ("idle",)
+
+    def __init__(self) -> None:
+        self.idle: deque[UpstreamConnection] = deque()
+
+
+class UpstreamConnector:
+    """Opens origin connections and keeps the idle ones for reuse."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._pools: dict[ServerPlan, _ServerPool] = {}
+        self._limits: dict[ServerPlan, tuple[int, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.opened = 0
+
+    async def acquire(self, upstream: UpstreamPlan, server: ServerPlan) -> UpstreamConnection:
+        pool = self._pools.get(server)
+        if pool is not None:
+            now = self.loop.time()
+            idle = pool.idle
+            while idle:
+                conn = idle.pop()
+                if conn.closed or conn.transport is None or conn.transport.is_closing():
+                    continue
+                if now >= conn.idle_deadline:
+                    conn.close()
+                    continue
+                conn.reused = True
+                return conn
+        return await self.acquire_fresh(upstream, server)
+
+    async def acquire_fresh(self, upstream: UpstreamPlan, server: ServerPlan) -> UpstreamConnection:
+        self._limits[server] = (upstream.max_idle, upstream.idle_timeout)
+        loop = self.loop
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(server, loop), server.host, server.port
+                ),
+                upstream.connect_timeout,
+            )
+        except TimeoutError:
+            raise ProxyError(
+                ErrorKind.UPSTREAM_CONNECT_TIMEOUT,
+                f"no connection to {server.label} within {upstream.connect_timeout:g}s",
+                retryable=True,
+            ) from None
+        except OSError as error:
+            raise ProxyError(
+                ErrorKind.UPSTREAM_CONNECT_FAILED,
+                f"cannot connect to {server.label}: {error.strerror or error}",
+                retryable=True,
+            ) from None
+        self.opened += 1
+        return conn
+
+    def release(self, link: object, keepalive_timeout: float | None) -> None:
+        assert isinstance(link, UpstreamConnection)
+        max_idle, idle_timeout = self._limits.get(link.server, (32, 30.0))
+        if keepalive_timeout is not None:
+            margin = (
+                _SAFETY_MARGIN if keepalive_timeout > 2 * _SAFETY_MARGIN else keepalive_timeout / 2
+            )
+            idle_timeout = min(idle_timeout, keepalive_timeout - margin)
+        if max_idle <= 0 or idle_timeout <= 0 or link.closed:
+            link.close()
+            return
+        link.listener = None
+        now = self.loop.time()
+        link.idle_since = now
+        link.idle_deadline = now + idle_timeout
+        pool = self._pools.get(link.server)
+        if pool is None:
+            pool = self._pools[link.server] = _ServerPool()
+        pool.idle.append(link)
+        while len(pool.idle) > max_idle:
+            pool.idle.popleft().close()
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def idle_count(self, server: ServerPlan) -> int:
+        pool = self._pools.get(server)
+        return 0 if pool is None else sum(1 for c in pool.idle if not c.closed)
+
+    def _sweep(self) -> None:
+        """Close idle connections past their deadline; runs while any are idle."""
+        self._sweeper = None
+        now = self.loop.time()
+        remaining = 0
+        for pool in self._pools.values():
+            keep = deque(c for c in pool.idle if not c.closed and now < c.idle_deadline)
+            for conn in pool.idle:
+                if conn not in keep:
+                    conn.close()
+            pool.idle = keep
+            remaining += len(keep)
+        if remaining:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for pool in self._pools.values():
+            for conn in pool.idle:
+                conn.close()
+            pool.idle.clear()

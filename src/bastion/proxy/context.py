@@ -1,0 +1,69 @@
+"""Per-connection and per-request state the core and the filters share.
+
+`ClientInfo` is fixed for a client connection; `RequestContext` lives for one request and is
+the only place filters keep per-request state. Plain slotted classes: they are created on the
+hot path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bastion.http.events import Headers, RequestHead
+
+if TYPE_CHECKING:
+    from bastion.http.target import RequestTarget
+    from bastion.observe.access_log import AccessRecord
+    from bastion.proxy.plan import CompiledRoute, ServerPlan
+
+
+class ClientInfo:
+    """Who is on the other end of a client connection, and how they reached us."""
+
+    __slots__ = ("local_port", "peer_ip", "peer_port", "peer_trusted", "scheme")
+
+    def __init__(
+        self, peer_ip: str, peer_port: int, local_port: int, scheme: bytes, peer_trusted: bool
+    ) -> None:
+        self.peer_ip = peer_ip
+        self.peer_port = peer_port
+        self.local_port = local_port
+        self.scheme = scheme
+        self.peer_trusted = peer_trusted
+
+
+class RequestContext:
+    """Everything known about one request while it is served."""
+
+    __slots__ = (
+        "client",
+        "client_ip",
+        "flag",
+        "head",
+        "prefix",
+        "record",
+        "request_id",
+        "route",
+        "server",
+        "started",
+        "target",
+        "upstream_target",
+    )
+
+    def __init__(self, head: RequestHead, client: ClientInfo, started: float) -> None:
+        self.head = head
+        self.client = client
+        self.client_ip = client.peer_ip
+        self.started = started
+        self.request_id = ""
+        self.target: RequestTarget | None = None
+        self.route: CompiledRoute | None = None
+        self.server: ServerPlan | None = None
+        self.upstream_target = b""  # path + query as the origin will see it
+        self.prefix: bytes | None = None  # mount prefix removed by strip_prefix
+        self.record: AccessRecord | None = None
+        self.flag = "ok"
+
+    @property
+    def headers(self) -> Headers:
+        return self.head.headers

@@ -1,0 +1,273 @@
+"""One proxied request in flight: the glue between a client connection and an origin one.
+
+The client connection feeds request body bytes in; the origin connection reports the
+response; the exchange frames each side for the other, applies back-pressure both ways (a
+slow reader on one side pauses reading on the other), and resolves `finished` once the
+exchange has ended, well or badly. It never buffers more than a high-water mark of either
+body. It talks to both connections only through the ports in `bastion.proxy.ports`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from bastion.errors import ErrorKind, ProxyError
+from bastion.http.events import Framing, Headers, ResponseHead
+from bastion.http.h1_server import serialize_response_head
+from bastion.http.headers import append_via, without_hop_by_hop
+
+if TYPE_CHECKING:
+    from bastion.proxy.context import RequestContext
+    from bastion.proxy.ports import DownstreamLink, UpstreamLink
+
+HIGH_WATER = 64 * 1024  # bytes of request body held before the origin is connected
+RETRY_BUFFER = 64 * 1024  # request bodies up to this size are kept to be replayed once
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def last_chunk(trailers: Headers) -> bytes:
+    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+
+
+class Exchange:
+    """The state of one request between its head arriving and its last byte leaving."""
+
+    def __init__(self, ctx: RequestContext, downstream: DownstreamLink) -> None:
+        self.ctx = ctx
+        self.downstream = downstream
+        self.loop = asyncio.get_running_loop()
+        self.finished: asyncio.Future[ProxyError | None] = self.loop.create_future()
+        self.upstream: UpstreamLink | None = None
+        # request side
+        self.request_complete = ctx.head.framing is Framing.NONE
+        self.request_trailers: Headers = []
+        self.received = 0
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._replay: list[bytes] | None = []
+        self._streaming = False
+        self._paused_reasons: set[str] = set()
+        # response side
+        self.response_head: ResponseHead | None = None
+        self.response_started = False
+        self.response_complete = False
+        self.chunked_out = False
+        self.close_after = not ctx.head.keep_alive
+        self.bytes_out = 0
+        self.last_upstream_activity = self.loop.time()
+        self.first_byte_at: float | None = None
+        self.switched = False
+        self.status = 0  # the status the client was sent, for the log
+        self.connect_time: float | None = None
+        self.abort_client = False  # cut the client connection: the response is unusable
+        self.write_paused_since: float | None = None
+        self.sent_any_body = False
+        self._tunnel_first_bytes = b""
+        self.switch_head: ResponseHead | None = None
+
+    # -- request body, from the client -----------------------------------------------
+
+    def request_body(self, data: bytes) -> None:
+        self.received += len(data)
+        route = self.ctx.route
+        if route is not None and self.received > route.max_body:
+            self.fail(ProxyError(ErrorKind.BODY_TOO_LARGE, "request body over max_body"))
+            return
+        if self._replay is not None:
+            if self.received <= RETRY_BUFFER:
+                self._replay.append(data)
+            else:
+                self._replay = None
+        if self._streaming and self.upstream is not None:
+            self.upstream.write(chunk(data) if self.ctx.head.framing is Framing.CHUNKED else data)
+            self.sent_any_body = True
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size > HIGH_WATER:
+            self._pause_client("buffer")
+
+    def request_end(self, trailers: Headers) -> None:
+        self.request_complete = True
+        self.request_trailers = trailers
+        if (
+            self._streaming
+            and self.upstream is not None
+            and self.ctx.head.framing is Framing.CHUNKED
+        ):
+            self.upstream.write(last_chunk(trailers))
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the request can be sent again: its body is complete and was kept."""
+        return self.request_complete and self._replay is not None and not self.response_started
+
+    # -- origin connection -------------------------------------------------------------
+
+    def attach(self, upstream: UpstreamLink, head_bytes: bytes, replay: bool) -> None:
+        """Send the request on `upstream` and stream the rest of the body as it comes."""
+        self.upstream = upstream
+        upstream.start(self, self.ctx.head.method)
+        chunked = self.ctx.head.framing is Framing.CHUNKED
+        parts = self._replay if replay and self._replay is not None else self._pending
+        body = b"".join(chunk(p) for p in parts) if chunked else b"".join(parts)
+        if chunked and self.request_complete:
+            body += last_chunk(self.request_trailers)
+        if len(body) < 16384:
+            upstream.write(head_bytes + body)
+        else:
+            upstream.write(head_bytes)
+            upstream.write(body)
+        self.sent_any_body = self.sent_any_body or bool(body)
+        self._pending = []
+        self._pending_size = 0
+        self._streaming = True
+        self.last_upstream_activity = self.loop.time()
+        self._resume_client("buffer")
+
+    def reset_for_retry(self) -> None:
+        """Forget a failed attempt that sent nothing the client has seen."""
+        self.finished = self.loop.create_future()
+        self.response_head = None
+        self.first_byte_at = None
+
+    def detach_upstream(self) -> UpstreamLink | None:
+        upstream, self.upstream = self.upstream, None
+        self._streaming = False
+        if upstream is not None:
+            upstream.detach()
+        return upstream
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        now = self.loop.time()
+        self.last_upstream_activity = now
+        if self.first_byte_at is None:
+            self.first_byte_at = now
+        if head.informational:
+            self._relay_informational(head)
+            return
+        self.response_head = head
+        if not self.request_complete:
+            self.close_after = True  # answered before the whole request arrived
+        self.send_head(head)
+
+    def on_response_body(self, data: bytes) -> None:
+        self.last_upstream_activity = self.loop.time()
+        self.bytes_out += len(data)
+        if self.chunked_out:
+            self.downstream.write(chunk(data))
+        else:
+            self.downstream.write(data)
+        if self.downstream.write_paused and self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def on_response_end(self, trailers: Headers) -> None:
+        if self.chunked_out:
+            self.downstream.write(last_chunk(trailers))
+        self.response_complete = True
+        self._resolve(None)
+
+    def on_upstream_failed(self, error: ProxyError) -> None:
+        self._resolve(error)
+
+    def on_switched(self, data: bytes) -> None:
+        if self.switch_head is None or self.ctx.head.upgrade is None:
+            self._resolve(ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "unrequested protocol switch"))
+            return
+        self.switched = True
+        self._tunnel_first_bytes = data
+        self._resolve(None)
+
+    def on_upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self._pause_client("upstream")
+        else:
+            self._resume_client("upstream")
+
+    # -- client connection flow control -------------------------------------------------
+
+    def downstream_write_paused(self, paused: bool) -> None:
+        self.write_paused_since = self.loop.time() if paused else None
+        if self.upstream is None:
+            return
+        if paused:
+            self.upstream.pause_reading()
+        else:
+            self.upstream.resume_reading()
+
+    def downstream_lost(self) -> None:
+        self._resolve(ProxyError(ErrorKind.CLIENT_ABORTED, "client closed the connection"))
+
+    def _pause_client(self, reason: str) -> None:
+        if not self._paused_reasons:
+            self.downstream.pause_reading()
+        self._paused_reasons.add(reason)
+
+    def _resume_client(self, reason: str) -> None:
+        if reason in self._paused_reasons:
+            self._paused_reasons.discard(reason)
+            if not self._paused_reasons:
+                self.downstream.resume_reading()
+
+    # -- the response head -------------------------------------------------------------
+
+    def _relay_informational(self, head: ResponseHead) -> None:
+        if head.status == 101:
+            self.switch_head = head  # written by the tunnel set-up once the switch is final
+            return
+        if self.ctx.head.http_version == b"1.1" and not self.response_started:
+            headers = without_hop_by_hop(head.headers)
+            self.downstream.write(serialize_response_head(head.status, head.reason, headers))
+
+    def send_head(self, head: ResponseHead) -> None:
+        """Run the response-header filters, choose the client framing, write the head."""
+        ctx = self.ctx
+        route = ctx.route
+        headers = without_hop_by_hop(head.headers)
+        if route is not None:
+            for response_filter in route.response_filters:
+                response_filter.response_headers(ctx, head)
+        client_version = ctx.head.http_version
+        if head.framing is Framing.CHUNKED or head.framing is Framing.CLOSE:
+            if client_version == b"1.1":
+                self.chunked_out = True
+                headers.append((b"transfer-encoding", b"chunked"))
+            else:
+                self.close_after = True
+        if self.close_after:
+            headers.append((b"connection", b"close"))
+        elif client_version == b"1.0":
+            headers.append((b"connection", b"keep-alive"))
+        append_via(headers, head.http_version)
+        self.response_started = True
+        self.status = head.status
+        self.downstream.write(
+            serialize_response_head(head.status, head.reason, headers, client_version)
+        )
+
+    def _resolve(self, error: ProxyError | None) -> None:
+        if not self.finished.done():
+            self.finished.set_result(error)
+
+    def fail(self, error: ProxyError) -> None:
+        """End the exchange with `error` (the pipeline turns it into an answer)."""
+        self._resolve(error)
+
+    def send_switch(self) -> None:
+        """Tell the client the protocol switch happened (the origin's 101)."""
+        head = self.switch_head
+        assert head is not None
+        headers = without_hop_by_hop(head.headers, keep=(b"upgrade",))
+        headers.append((b"connection", b"upgrade"))
+        append_via(headers, head.http_version)
+        self.status = 101
+        self.response_started = True
+        self.downstream.write(serialize_response_head(101, head.reason, headers))
+
+    @property
+    def tunnel_first_bytes(self) -> bytes:
+        return self._tunnel_first_bytes

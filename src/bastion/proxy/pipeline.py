@@ -1,0 +1,336 @@
+"""The request lifecycle: identity, routing, filters, the origin exchange, errors, the log.
+
+`Pipeline.serve` runs once per request as its own task. It decides everything that is not
+byte shovelling: which route and server, what the origin sees, whether a failure may be
+retried, which error answer to give, and it writes the access-log record exactly once.
+The bytes themselves flow through the `Exchange` by callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bastion.errors import ErrorKind, ProxyError
+from bastion.http.events import Framing, Headers, ResponseHead
+from bastion.http.forwarded import recover_client_ip
+from bastion.http.h1_client import serialize_request_head
+from bastion.http.h1_server import reason_phrase
+from bastion.http.headers import append_via, header_value, without_hop_by_hop
+from bastion.http.target import TargetError, parse_target
+from bastion.proxy.exchange import Exchange
+from bastion.proxy.phases import LocalReply
+from bastion.proxy.router import MethodMismatch
+
+if TYPE_CHECKING:
+    from bastion.observe.access_log import AccessLog, AccessRecord
+    from bastion.proxy.context import RequestContext
+    from bastion.proxy.plan import Plan, UpstreamPlan
+    from bastion.proxy.ports import Connector
+
+log = logging.getLogger(__name__)
+
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_MAX_REQUEST_ID = 200
+
+
+class RequestIds:
+    """Cheap unique request ids: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._count = 0
+
+    def next(self) -> str:
+        self._count += 1
+        return f"{self._prefix}{self._count:08x}"
+
+
+class Pipeline:
+    """Serves requests according to one Plan."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        connector: Connector,
+        access_log: AccessLog | None,
+        new_record: Callable[[], AccessRecord] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.connector = connector
+        self.access_log = access_log if access_log is not None and access_log.enabled else None
+        self.new_record = new_record
+        self.request_ids = RequestIds()
+
+    async def serve(self, ex: Exchange) -> None:
+        """Serve one request to its end; never raises (except cancellation)."""
+        ctx = ex.ctx
+        error: ProxyError | None = None
+        try:
+            reply = self._prepare(ctx)
+            if reply is not None:
+                self.send_local(ex, reply)
+            else:
+                error = await self._proxy(ex)
+        except ProxyError as failure:
+            error = failure
+        except Exception:
+            log.exception("internal error serving %s %r", ctx.head.method, ctx.head.target)
+            error = ProxyError(ErrorKind.INTERNAL, "internal error")
+        if error is not None:
+            self._answer_error(ex, error)
+        self._log(ex)
+
+    # -- before the origin -------------------------------------------------------------
+
+    def _prepare(self, ctx: RequestContext) -> LocalReply | None:
+        head = ctx.head
+        client = ctx.client
+        if client.peer_trusted:
+            ctx.client_ip = recover_client_ip(client.peer_ip, head.headers, self.plan.trusted)
+            incoming = header_value(head.headers, b"x-request-id")
+            if incoming and len(incoming) <= _MAX_REQUEST_ID and incoming.isascii():
+                ctx.request_id = incoming.decode("ascii")
+        if not ctx.request_id:
+            ctx.request_id = self.request_ids.next()
+        try:
+            target = parse_target(head.target, head.method)
+        except TargetError as failure:
+            raise ProxyError(ErrorKind.BAD_REQUEST, str(failure)) from None
+        ctx.target = target
+        ctx.upstream_target = target.uri
+        match = self.plan.router.match(head.host, target.path, head.method)
+        if match is None:
+            raise ProxyError(ErrorKind.NO_ROUTE, "no site or route matches")
+        if isinstance(match, MethodMismatch):
+            allow = b", ".join(match.allowed)
+            return LocalReply(405, [(b"allow", allow)], b"405 Method Not Allowed\n", "bad_method")
+        route = match.rule.target
+        ctx.route = route
+        for request_filter in route.request_filters:
+            reply = request_filter.request_headers(ctx)
+            if reply is not None:
+                return reply
+        return None
+
+    def upstream_head(self, ctx: RequestContext, tunnel: bool) -> bytes:
+        """The request head the origin receives."""
+        head = ctx.head
+        headers = without_hop_by_hop(head.headers)
+        route = ctx.route
+        assert route is not None
+        for upstream_filter in route.upstream_filters:
+            upstream_filter.upstream_request(ctx, headers)
+        _set_header(headers, b"x-request-id", ctx.request_id.encode())
+        if tunnel and head.upgrade is not None:
+            headers.append((b"connection", b"upgrade"))
+            headers.append((b"upgrade", head.upgrade))
+        if head.framing is Framing.CHUNKED:
+            headers.append((b"transfer-encoding", b"chunked"))
+        append_via(headers, head.http_version)
+        return serialize_request_head(head.method, ctx.upstream_target, headers)
+
+    # -- the origin exchange ------------------------------------------------------------
+
+    async def _proxy(self, ex: Exchange) -> ProxyError | None:
+        ctx = ex.ctx
+        route = ctx.route
+        assert route is not None and route.upstream is not None
+        upstream = route.upstream
+        tunnel = route.websocket and ctx.head.upgrade is not None
+        head_bytes = self.upstream_head(ctx, tunnel)
+        server = upstream.pick_server()
+        ctx.server = server
+        started = ex.loop.time()
+        link = await self.connector.acquire(upstream, server)
+        ex.connect_time = 0.0 if link.reused else ex.loop.time() - started
+        ex.attach(link, head_bytes, replay=False)
+        error = await self._await_response(ex, upstream)
+        if error is not None and self._may_retry(ex, error):
+            log.info(
+                "retrying %s on a fresh connection to %s: %s", ctx.request_id, server.label, error
+            )
+            stale = ex.detach_upstream()
+            if stale is not None:
+                stale.close()
+            ex.reset_for_retry()
+            started = ex.loop.time()
+            link = await self.connector.acquire_fresh(upstream, server)
+            ex.connect_time = ex.loop.time() - started
+            ex.attach(link, head_bytes, replay=True)
+            error = await self._await_response(ex, upstream)
+        if error is None and ex.switched:
+            self._start_tunnel(ex)
+            return None
+        self._settle_upstream(ex, error)
+        return error
+
+    async def _await_response(self, ex: Exchange, upstream: UpstreamPlan) -> ProxyError | None:
+        watchdog = _Watchdog(ex, upstream.read_timeout, self.plan.limits.body_timeout)
+        try:
+            return await ex.finished
+        finally:
+            watchdog.cancel()
+
+    @staticmethod
+    def _may_retry(ex: Exchange, error: ProxyError) -> bool:
+        return (
+            error.retryable
+            and ex.replayable
+            and (ex.ctx.head.method in _IDEMPOTENT or not ex.sent_any_body)
+        )
+
+    def _settle_upstream(self, ex: Exchange, error: ProxyError | None) -> None:
+        link = ex.detach_upstream()
+        if link is None:
+            return
+        head = ex.response_head
+        if (
+            error is None
+            and head is not None
+            and ex.response_complete
+            and ex.request_complete
+            and head.keep_alive
+            and link.reusable
+        ):
+            self.connector.release(link, head.keepalive_timeout)
+        else:
+            link.close()
+
+    def _start_tunnel(self, ex: Exchange) -> None:
+        link = ex.detach_upstream()
+        assert link is not None
+        ex.ctx.flag = "upgraded"
+        ex.send_switch()
+        ex.downstream.start_tunnel(link, ex.tunnel_first_bytes)
+
+    # -- answers bastion makes itself ---------------------------------------------------
+
+    def send_local(self, ex: Exchange, reply: LocalReply) -> None:
+        headers = list(reply.headers)
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        if not any(name == b"content-type" for name, _ in headers) and reply.body:
+            headers.append((b"content-type", b"text/plain; charset=utf-8"))
+        head = ResponseHead(
+            status=reply.status,
+            reason=reason_phrase(reply.status),
+            headers=headers,
+            content_length=len(reply.body),
+        )
+        if not ex.request_complete:
+            ex.close_after = True
+        ex.ctx.flag = reply.flag
+        ex.send_head(head)
+        if ex.ctx.head.method != b"HEAD" and reply.body:
+            ex.downstream.write(reply.body)
+            ex.bytes_out += len(reply.body)
+        ex.response_complete = True
+        ex.status = reply.status
+
+    def _answer_error(self, ex: Exchange, error: ProxyError) -> None:
+        ctx = ex.ctx
+        ctx.flag = error.kind.flag
+        status = error.status
+        if error.kind is ErrorKind.CLIENT_ABORTED:
+            ex.status = 0
+            ex.abort_client = True
+            return
+        if ex.response_started or status == 0:
+            # Bytes are out: the only honest signal left is to cut the connection so the
+            # client sees the truncation instead of a short body that looks complete.
+            ex.abort_client = True
+            return
+        if error.side.value == "upstream":
+            log.warning(
+                "request %s to %s failed: %s",
+                ctx.request_id,
+                ctx.server.label if ctx.server else "-",
+                error,
+            )
+        body = f"{status} {reason_phrase(status).decode()}\nrequest id: {ctx.request_id}\n"
+        ex.close_after = ex.close_after or error.side.value == "downstream"
+        reply = LocalReply(status, [(b"x-request-id", ctx.request_id.encode())], body.encode())
+        self.send_local(ex, reply)
+        ctx.flag = error.kind.flag
+
+    def _log(self, ex: Exchange) -> None:
+        access_log = self.access_log
+        if access_log is None or self.new_record is None:
+            return
+        ctx = ex.ctx
+        now = ex.loop.time()
+        record = self.new_record()
+        head = ctx.head
+        record.start_time = time.time() - (now - ctx.started)
+        record.client_ip = ctx.client_ip
+        record.method = head.method.decode("latin-1")
+        record.target = head.target.decode("latin-1")
+        record.http_version = head.http_version.decode()
+        record.host = head.host.decode("latin-1") or "-"
+        record.status = ex.status
+        record.bytes_in = head.head_size + ex.received
+        record.bytes_out = ex.bytes_out
+        record.referer = _header_text(head.headers, b"referer")
+        record.user_agent = _header_text(head.headers, b"user-agent")
+        record.request_id = ctx.request_id
+        route = ctx.route
+        if route is not None:
+            record.site = route.site
+            record.route = route.label
+            record.upstream = route.upstream.name if route.upstream else "-"
+        if ctx.server is not None:
+            record.upstream_server = ctx.server.label
+        if ex.response_head is not None:
+            record.upstream_status = ex.response_head.status
+        record.duration = now - ctx.started
+        record.connect_time = ex.connect_time
+        if ex.first_byte_at is not None:
+            record.first_byte_time = ex.first_byte_at - ctx.started
+        record.flag = ctx.flag
+        access_log.write(record)
+
+
+class _Watchdog:
+    """Fails an exchange whose origin stays silent past `read_timeout`, or whose client
+    stops reading for longer than `write_timeout`; one timer, re-armed lazily."""
+
+    __slots__ = ("_ex", "_handle", "_read_timeout", "_write_timeout")
+
+    def __init__(self, ex: Exchange, read_timeout: float, write_timeout: float) -> None:
+        self._ex = ex
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        self._handle = ex.loop.call_later(min(read_timeout, write_timeout), self._check)
+
+    def _check(self) -> None:
+        ex = self._ex
+        now = ex.loop.time()
+        if ex.downstream.write_paused:
+            since = ex.write_paused_since or now
+            if now - since >= self._write_timeout:
+                ex.fail(ProxyError(ErrorKind.CLIENT_TIMEOUT, "client stopped reading"))
+                return
+            delay = self._write_timeout - (now - since)
+        else:
+            idle = now - ex.last_upstream_activity
+            if idle >= self._read_timeout:
+                ex.fail(ProxyError(ErrorKind.UPSTREAM_READ_TIMEOUT, "origin stopped answering"))
+                return
+            delay = self._read_timeout - idle
+        self._handle = ex.loop.call_later(max(delay, 0.01), self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+def _set_header(headers: Headers, name: bytes, value: bytes) -> None:
+    headers[:] = [(n, v) for n, v in headers if n != name]
+    headers.append((name, value))
+
+
+def _header_text(headers: Headers, name: bytes) -> str:
+    value = header_value(headers, name)
+    return value.decode("latin-1") if value is not None else "-"

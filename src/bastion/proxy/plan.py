@@ -1,0 +1,151 @@
+"""The immutable serving plan compiled from a validated configuration.
+
+A `Plan` is built once per (re)load: the router with each route's compiled filter chain,
+the upstreams with their servers, and the limits. Nothing is decided from configuration per
+request: the core reads precomputed fields. A reload builds a whole new Plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bastion.balance.select import RoundRobin
+from bastion.config.model import BastionConfig, RouteSettings, UpstreamSettings
+from bastion.http.forwarded import TrustedProxies
+from bastion.proxy.phases import Filter, implementing
+from bastion.proxy.router import Router, RouteRule, SiteRules
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPlan:
+    """One origin server address."""
+
+    host: str
+    port: int
+    label: str  # "host:port", for logs
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPlan:
+    """A named group of origin servers and how bastion talks to them."""
+
+    name: str
+    servers: tuple[ServerPlan, ...]
+    balancer: RoundRobin
+    connect_timeout: float
+    read_timeout: float
+    write_timeout: float
+    tunnel_idle_timeout: float
+    max_idle: int
+    idle_timeout: float
+
+    def pick_server(self) -> ServerPlan:
+        return self.servers[self.balancer.pick()]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """One route with its filter chain split by phase."""
+
+    label: str  # the route's path or regex, for logs
+    site: str
+    upstream: UpstreamPlan | None
+    max_body: int
+    websocket: bool
+    request_filters: tuple[Filter, ...]
+    upstream_filters: tuple[Filter, ...]
+    response_filters: tuple[Filter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_size: int
+    max_uri_size: int
+    header_timeout: float
+    keepalive_timeout: float
+    body_timeout: float
+    graceful_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    router: Router[CompiledRoute]
+    upstreams: dict[str, UpstreamPlan]
+    limits: Limits
+    trusted: TrustedProxies
+
+
+FilterBuilder = Callable[[RouteSettings], tuple[Filter, ...]]
+
+
+def build_plan(config: BastionConfig, route_filters: FilterBuilder) -> Plan:
+    """Compile `config`; `route_filters` builds each route's filters (from bastion.filters)."""
+    upstreams = {name: _upstream_plan(name, up) for name, up in config.upstream.items()}
+    sites = []
+    for site in config.site:
+        site_name = site.hosts[0]
+        rules = tuple(
+            _route_rule(route, site_name, upstreams, route_filters(route)) for route in site.route
+        )
+        sites.append(SiteRules(hosts=tuple(site.hosts), routes=rules, name=site_name))
+    server = config.server
+    limits = Limits(
+        max_header_size=server.max_header_size,
+        max_uri_size=server.max_uri_size,
+        header_timeout=server.header_timeout,
+        keepalive_timeout=server.keepalive_timeout,
+        body_timeout=server.body_timeout,
+        graceful_timeout=server.graceful_timeout,
+    )
+    return Plan(
+        router=Router(sites),
+        upstreams=upstreams,
+        limits=limits,
+        trusted=TrustedProxies(list(server.trusted_proxies)),
+    )
+
+
+def _upstream_plan(name: str, settings: UpstreamSettings) -> UpstreamPlan:
+    servers = tuple(
+        ServerPlan(host=s.host, port=s.port, label=f"{s.host}:{s.port}") for s in settings.servers
+    )
+    return UpstreamPlan(
+        name=name,
+        servers=servers,
+        balancer=RoundRobin(len(servers)),
+        connect_timeout=settings.timeouts.connect,
+        read_timeout=settings.timeouts.read,
+        write_timeout=settings.timeouts.write,
+        tunnel_idle_timeout=settings.timeouts.idle,
+        max_idle=settings.keepalive.max_idle,
+        idle_timeout=settings.keepalive.idle_timeout,
+    )
+
+
+def _route_rule(
+    route: RouteSettings,
+    site_name: str,
+    upstreams: dict[str, UpstreamPlan],
+    filters: tuple[Filter, ...],
+) -> RouteRule[CompiledRoute]:
+    compiled = CompiledRoute(
+        label=route.path_regex or route.path,
+        site=site_name,
+        upstream=upstreams[route.upstream] if route.upstream else None,
+        max_body=route.max_body,
+        websocket=route.websocket,
+        request_filters=implementing(filters, "request_headers"),
+        upstream_filters=implementing(filters, "upstream_request"),
+        response_filters=implementing(filters, "response_headers"),
+    )
+    methods = frozenset(m.encode() for m in route.methods) if route.methods else None
+    if route.path_regex is not None:
+        return RouteRule(
+            target=compiled,
+            prefix=None,
+            regex=re.compile(route.path_regex.encode()),
+            methods=methods,
+        )
+    return RouteRule(target=compiled, prefix=route.path.encode(), methods=methods)

@@ -1,0 +1,133 @@
+"""Wires one serving process: plan, pipeline, listeners, logs, graceful stop and reload.
+
+`ProxyServer` is what `bastion run` starts and what the integration tests start in-process:
+it binds every listener (port 0 allowed; `addresses` tells the real ones), serves until
+`stop()`, and swaps in a new plan on `reload()` without touching open connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from bastion.config import BastionConfig, load_config
+from bastion.errors import ConfigError
+from bastion.filters.chain import route_filters
+from bastion.net.downstream import ConnectionRegistry, DownstreamConnection, PipelineRef
+from bastion.net.upstream import UpstreamConnector
+from bastion.observe.access_log import AccessLog, AccessRecord
+from bastion.proxy.pipeline import Pipeline
+from bastion.proxy.plan import build_plan
+
+log = logging.getLogger(__name__)
+
+
+class ProxyServer:
+    """A running bastion: listeners, the current pipeline, the origin connection pool."""
+
+    def __init__(self, config: BastionConfig) -> None:
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.connector = UpstreamConnector(self.loop)
+        self.registry = ConnectionRegistry()
+        self.access_log = AccessLog(
+            config.log.access, config.log.format, schedule=self.loop.call_soon
+        )
+        self.pipeline_ref = PipelineRef(self._pipeline(config))
+        self.servers: list[asyncio.Server] = []
+        self.stopped = asyncio.Event()
+
+    def _pipeline(self, config: BastionConfig) -> Pipeline:
+        plan = build_plan(config, route_filters)
+        return Pipeline(plan, self.connector, self.access_log, AccessRecord)
+
+    async def start(self) -> None:
+        for listen in self.config.listen:
+            address = listen.address
+            factory = self._connection_factory()
+            if address.unix_path is not None:
+                server = await self.loop.create_unix_server(factory, address.unix_path)
+            else:
+                server = await self.loop.create_server(
+                    factory, address.host, address.port, reuse_address=True, backlog=1024
+                )
+            self.servers.append(server)
+            log.info("listening on %s", ", ".join(self.addresses_of(server)))
+
+    def _connection_factory(self) -> type[DownstreamConnection] | object:
+        ref, registry = self.pipeline_ref, self.registry
+        return lambda: DownstreamConnection(ref, registry)
+
+    @staticmethod
+    def addresses_of(server: asyncio.Server) -> list[str]:
+        found = []
+        for sock in server.sockets:
+            name = sock.getsockname()
+            found.append(f"{name[0]}:{name[1]}" if isinstance(name, tuple) else f"unix:{name}")
+        return found
+
+    @property
+    def ports(self) -> list[int]:
+        """The TCP ports actually bound, in listener order (useful with port 0)."""
+        return [s.sockets[0].getsockname()[1] for s in self.servers if s.sockets]
+
+    def reload(self, path: str | os.PathLike[str]) -> bool:
+        """Serve new requests by a freshly loaded config; keep the old one on error."""
+        try:
+            config = load_config(path)
+            pipeline = self._pipeline(config)
+        except ConfigError as error:
+            log.error("reload failed, keeping the running configuration:\n%s", error)
+            return False
+        if [l.address for l in config.listen] != [l.address for l in self.config.listen]:
+            log.warning("reload: listener changes take effect after a restart")
+        self.config = config
+        self.pipeline_ref.pipeline = pipeline
+        log.info("configuration reloaded from %s", path)
+        return True
+
+    async def stop(self, graceful_timeout: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then close everything."""
+        timeout = (
+            self.config.server.graceful_timeout if graceful_timeout is None else graceful_timeout
+        )
+        for server in self.servers:
+            server.close()
+        drained = self.registry.drain()
+        try:
+            await asyncio.wait_for(drained.wait(), timeout)
+        except TimeoutError:
+            log.warning(
+                "graceful stop: %d connections still busy after %gs, closing them",
+                len(self.registry.connections),
+                timeout,
+            )
+            for conn in list(self.registry.connections):
+                if conn.transport is not None:
+                    conn.transport.abort()
+        self.connector.close()
+        self.access_log.flush()
+        self.access_log.close()
+        self.stopped.set()
+
+
+async def serve_forever(path: Path) -> int:
+    """`bastion run`: serve until SIGTERM/SIGINT; SIGHUP reloads, SIGUSR1 reopens logs."""
+    import signal
+
+    config = load_config(path)
+    server = ProxyServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: server.reload(path))
+    loop.add_signal_handler(signal.SIGUSR1, server.access_log.reopen)
+    await stopping.wait()
+    log.info("stopping: letting in-flight requests finish")
+    await server.stop()
+    log.info("stopped")
+    return 0
