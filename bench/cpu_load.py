@@ -80,3 +80,15 @@ def idle_share(seconds: float = 1.0) -> float:
     busy = machine_busy_seconds() - start_busy
     elapsed = time.monotonic() - start
     return max(0.0, 1.0 - busy / (elapsed * (os.cpu_count() or 1)))
+
+
+def wait_for_quiet(min_idle: float, max_wait: float, sample: float = 0.5) -> float:
+    """Sample until at least `min_idle` of the machine is idle or `max_wait` seconds pass.
+
+    Returns the last idle share seen, so the caller can warn when it gave up waiting.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        idle = idle_share(sample)
+        if idle >= min_idle or time.monotonic() >= deadline:
+            return idle

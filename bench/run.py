@@ -89,6 +89,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pin", choices=("split", "none"), default="split", help="CPU pinning")
     parser.add_argument("--origin-workers", type=int, default=1, help="origin processes")
     parser.add_argument("--markdown", action="store_true", help="print tables in markdown")
+    parser.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.15,
+        help="re-measure a run if other processes used more than this share of the machine",
+    )
+    parser.add_argument("--retries", type=int, default=2, help="re-measurements per run")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=60.0, help="max seconds to wait for a quiet machine"
+    )
     args = parser.parse_args(argv)
     args.scenarios = [_known(parser, n, SCENARIOS, "scenario") for n in _split(args.only)]
     args.target_names = [_known(parser, n, TARGET_NAMES, "target") for n in _split(args.targets)]
@@ -195,6 +205,22 @@ class Bench:
             log(_indent((done.stdout + done.stderr).strip() or "(no output)"))
             return None
 
+    def measure(self, scenario: Scenario, target: Target) -> WrkResult | None:
+        """A measured run, waiting for a quiet machine first and measuring again (up to
+        --retries times) when other processes took more than --max-foreign of it meanwhile."""
+        args = self.args
+        for attempt in range(args.retries + 1):
+            idle = cpu_load.wait_for_quiet(1.0 - args.max_foreign, args.quiet_wait)
+            if idle < 1.0 - args.max_foreign:
+                log(f"  the machine is still only {idle:.0%} idle; measuring anyway")
+            result = self.run_wrk(scenario, target, args.duration)
+            foreign = self.foreign_loads[-1]
+            if result is None or foreign <= args.max_foreign or attempt == args.retries:
+                return result
+            log(f"  {target.name}: other processes took {foreign:.0%} of the machine; again")
+            self.foreign_loads.pop()
+        return None
+
     def scenario(self, scenario: Scenario) -> list[report.Summary]:
         """Warm every target up, then run the interleaved rounds; medians per target."""
         order = [n for n in TARGET_NAMES if n in self.running and n in self.args.target_names]
@@ -206,7 +232,7 @@ class Bench:
         results: dict[str, list[WrkResult]] = {name: [] for name in order}
         for round_number in range(1, self.args.rounds + 1):
             for name in order:
-                result = self.run_wrk(scenario, self.running[name], self.args.duration)
+                result = self.measure(scenario, self.running[name])
                 if result is not None:
                     results[name].append(result)
                     self._log_run(f"{round_number}/{self.args.rounds} {name:8}", result)
@@ -244,12 +270,6 @@ class Bench:
                 print(f"\nbastion/nginx req/s: {ratio:.2f}")
 
 
-def warn_if_busy() -> None:
-    idle = cpu_load.idle_share(1.0)
-    if idle < 0.9:
-        log(f"warning: the machine is only {idle:.0%} idle before the benchmark; figures will vary")
-
-
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -262,7 +282,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables: list[tuple[Scenario, list[report.Summary]]] = []
     with contextlib.ExitStack() as stack:
         try:
-            warn_if_busy()
             workdir = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="bastion-bench-"))
             )

@@ -91,9 +91,11 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Spell a duration in a unit that keeps it whole: 30.0 -> "30s", 0.25 -> "250ms", 120 -> "2m"."""
+    """Spell a duration in a unit that keeps it whole: 30.0 -> "30s", 0.25 -> "250ms"."""
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {seconds!r}")
+    if seconds == 0:
+        return "0s"
     exact = Decimal(repr(float(seconds)))
     for unit, factor in _DURATION_SPELLING:
         count = exact / factor

@@ -79,11 +79,13 @@ class ByteStream(asyncio.Protocol):
         """True if the connection ended with ECONNRESET from the peer."""
         self.input_ended = False
         """No more bytes will arrive (peer FIN/RST, or we closed)."""
+        self.peer: tuple[str, int] | None = None
 
     # -- asyncio.Protocol callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport but have its whole interface.
         self._transport = cast(asyncio.Transport, transport)
+        self.peer = transport.get_extra_info("peername")
         self._connected.set()
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -217,13 +219,19 @@ class ByteStream(asyncio.Protocol):
         assert self._transport is not None
         self._transport.write_eof()
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Orderly close (FIN after pending writes) and wait until the socket is gone."""
+    async def close(self, timeout: float = 1.0) -> None:
+        """Orderly close (FIN after pending writes); if the peer does not take those writes
+        within `timeout`, abort (RST). Returns once the socket is gone."""
         self._closed_by_us = True
-        if self._transport is not None:
-            self._transport.close()
+        if self._transport is None:
+            return
+        self._transport.close()
+        try:
             async with asyncio.timeout(timeout):
                 await self._lost.wait()
+        except TimeoutError:
+            self._transport.abort()
+            await self._lost.wait()
 
     def reset(self) -> None:
         """Abortive close: SO_LINGER 0 makes the kernel send RST instead of FIN."""

@@ -192,6 +192,7 @@ async def _answer_echo(ex: _Exchange) -> None:
             "conn_id": seen.conn_id,
             "request_no": seen.request_no,
             "peer": list(seen.peer),
+            "http_version": seen.http_version,
             "trailers": [list(pair) for pair in seen.trailers],
         }
     )
@@ -530,6 +531,7 @@ class AutonomousOrigin:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @property
     def address(self) -> str:
@@ -546,12 +548,14 @@ class AutonomousOrigin:
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
+        self._closing = True
         self._server.close()
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
         await self._server.wait_closed()
+        await asyncio.sleep(0)  # let the aborted transports run connection_lost
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A plain callback owning its task: Python 3.11's streams log an error for a cancelled
@@ -576,7 +580,10 @@ class AutonomousOrigin:
             pass  # the client went away; nothing to answer
         finally:
             self.open_connections -= 1
-            connection.writer.close()
+            if self._closing:  # do not wait to flush to a client that may not read
+                connection.writer.transport.abort()
+            else:
+                connection.writer.close()
 
 
 class ScriptedConnection:
@@ -584,6 +591,11 @@ class ScriptedConnection:
 
     def __init__(self, stream: ByteStream) -> None:
         self.stream = stream
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The proxy's address for this connection."""
+        return self.stream.peer
 
     async def read_request_head(self, timeout: float = 5.0) -> bytes:
         """Bytes up to and including the first CRLF CRLF."""
@@ -666,10 +678,7 @@ class ScriptedOrigin:
         assert self._server is not None
         self._server.close()
         for connection in self._connections:
-            try:
-                await connection.stream.close(timeout=1.0)
-            except TimeoutError:
-                connection.reset()  # the peer does not read what we still have to send
+            await connection.stream.close()
         await self._server.wait_closed()
 
 

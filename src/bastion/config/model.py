@@ -218,7 +218,7 @@ def _server_url(url: str) -> str:
 
 
 class UpstreamServer(BaseModel):
-    """One origin server of an upstream: a `"http://host:port"` string or a `{ url = "..." }` table."""
+    """One origin server: a `"http://host:port"` string or a `{ url = "..." }` table."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

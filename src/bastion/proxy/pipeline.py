@@ -125,6 +125,10 @@ class Pipeline:
         for upstream_filter in route.upstream_filters:
             upstream_filter.upstream_request(ctx, headers)
         _set_header(headers, b"x-request-id", ctx.request_id.encode())
+        if not head.host:
+            # An HTTP/1.0 client may send no Host; the origin's HTTP/1.1 needs one.
+            assert ctx.server is not None
+            headers.append((b"host", ctx.server.label.encode()))
         if tunnel and head.upgrade is not None:
             headers.append((b"connection", b"upgrade"))
             headers.append((b"upgrade", head.upgrade))
@@ -141,9 +145,9 @@ class Pipeline:
         assert route is not None and route.upstream is not None
         upstream = route.upstream
         tunnel = route.websocket and ctx.head.upgrade is not None
-        head_bytes = self.upstream_head(ctx, tunnel)
         server = upstream.pick_server()
         ctx.server = server
+        head_bytes = self.upstream_head(ctx, tunnel)
         started = ex.loop.time()
         link = await self.connector.acquire(upstream, server)
         ex.connect_time = 0.0 if link.reused else ex.loop.time() - started

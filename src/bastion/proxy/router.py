@@ -187,21 +187,22 @@ def _host_name(host: bytes) -> bytes:
 def _host_pattern(host: str) -> str:
     """Normalise a configured host name or pattern; raises ValueError if it is malformed."""
     pattern = host.strip().lower()
-    if pattern.startswith("[") and pattern.endswith("]"):
-        pattern = pattern[1:-1]
-    pattern = pattern.removesuffix(".")
     if pattern == CATCH_ALL:
         return pattern
-    name = pattern.removeprefix(_WILDCARD_LEAD)
+    lead = _WILDCARD_LEAD if pattern.startswith(_WILDCARD_LEAD) else ""
+    name = pattern[len(lead) :]
+    if not lead and name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]  # an IPv6 literal
+    name = name.removesuffix(".")
     if not name or "*" in name or name.startswith(".") or ".." in name or "/" in name:
         raise ValueError(f"host pattern {host!r} is not a name, '*.name' or '*'")
-    if name.count(":") == 1:
+    if name.count(":") == 1 or (lead and ":" in name):
         raise ValueError(f"host pattern {host!r} has a port; hosts match on the name only")
     try:
         ascii_name = name.encode("idna").decode("ascii")
     except UnicodeError as exc:
         raise ValueError(f"host pattern {host!r} is not a valid host name: {exc}") from None
-    return pattern[: len(pattern) - len(name)] + ascii_name
+    return lead + ascii_name
 
 
 def _compile_route(site: SiteRules[T], rule: RouteRule[T]) -> _CompiledRoute[T]:
