@@ -17,12 +17,20 @@ from dataclasses import dataclass
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> float:
-    """CPU-seconds spent not idle (user, nice, system, irq, softirq, steal) on all CPUs."""
+def _cpu_times() -> list[int]:
+    """The aggregate /proc/stat line: user nice system idle iowait irq softirq steal (ticks)."""
     with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND
+        return [int(v) for v in stat.readline().split()[1:9]]
+
+
+def machine_busy_seconds() -> float:
+    """CPU-seconds spent in processes (user, nice, system) or stolen by the hypervisor.
+
+    Interrupt time is left out: during a run it is mostly the benchmark's own loopback traffic
+    (softirq), which no process is charged for and which must not count as someone else's load.
+    """
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = _cpu_times()
+    return (user + nice + system + steal) / TICKS_PER_SECOND
 
 
 def group_cpu_seconds(pgids: Collection[int]) -> float:
@@ -62,8 +70,8 @@ class LoadSnapshot:
 def foreign_load(before: LoadSnapshot, after: LoadSnapshot) -> float:
     """Share of the machine (0..1, all CPUs) used by processes other than ours in between.
 
-    Kernel time the benchmark causes but that is not charged to a process (softirq work on
-    loopback) counts as foreign, so a few percent is normal even on a quiet machine.
+    Kernel work not charged to any process (softirq) is excluded on both sides; the rest of
+    the kernel's work for the benchmark is charged to its processes as system time.
     """
     elapsed = after.at - before.at
     cpus = os.cpu_count() or 1
@@ -75,11 +83,11 @@ def foreign_load(before: LoadSnapshot, after: LoadSnapshot) -> float:
 
 def idle_share(seconds: float = 1.0) -> float:
     """Share of the machine (0..1) idle over the next `seconds`: is it quiet enough to measure?"""
-    start_busy, start = machine_busy_seconds(), time.monotonic()
+    before = _cpu_times()
     time.sleep(seconds)
-    busy = machine_busy_seconds() - start_busy
-    elapsed = time.monotonic() - start
-    return max(0.0, 1.0 - busy / (elapsed * (os.cpu_count() or 1)))
+    delta = [b - a for a, b in zip(before, _cpu_times(), strict=True)]
+    total = sum(delta)
+    return (delta[3] + delta[4]) / total if total > 0 else 1.0
 
 
 def wait_for_quiet(min_idle: float, max_wait: float, sample: float = 0.5) -> float:

@@ -24,7 +24,6 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, cast
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -408,12 +407,15 @@ async def read_one_response(
     response = parse_response_head(raw_head)
     response.framing, length = body_framing(response, head_request)
     sink = _BodySink(keep_body)
-    if response.framing == "content-length":
-        response.complete = await _read_length_body(stream, length, sink)
-    elif response.framing == "chunked":
-        response.complete = await _read_chunked_body(stream, response, sink)
-    elif response.framing == "close":
-        sink.add(await stream.read_until_close(timeout=None))
+    try:
+        if response.framing == "content-length":
+            response.complete = await _read_length_body(stream, length, sink)
+        elif response.framing == "chunked":
+            response.complete = await _read_chunked_body(stream, response, sink)
+        elif response.framing == "close":
+            sink.add(await stream.read_until_close(timeout=None))
+    except asyncio.LimitOverrunError:
+        raise ResponseParseError("chunk size or trailer line too long") from None
     sink.finish_into(response)
     return response
 
@@ -451,12 +453,7 @@ class RawClient:
         await self.stream.wait_connected()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def send(self, data: bytes) -> None:

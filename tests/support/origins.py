@@ -216,11 +216,8 @@ async def _answer_upload(ex: _Exchange) -> None:
 
 async def _answer_stream(ex: _Exchange) -> None:
     """/stream?n=5&interval=0.2[&sse=1]: chunked, one piece per interval (times recorded)."""
-    count, interval, sse = (
-        int(ex.param("n", "5")),
-        float(ex.param("interval", "0.2")),
-        ex.flag("sse"),
-    )
+    count, interval = int(ex.param("n", "5")), float(ex.param("interval", "0.2"))
+    sse = ex.flag("sse")
     kind = "text/event-stream" if sse else "text/plain"
     await ex.start(200, [("content-type", kind), ("cache-control", "no-cache")], length=None)
     for index in range(count):

@@ -74,8 +74,18 @@ def test_duration_spelling(seconds: float, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "size"),
-    [(4096, 4096), ("64KB", 65536), ("10MB", 10 * 1024**2), ("1GB", 1024**3), ("512B", 512)]
-    + [("1kib", 1024), ("2MiB", 2 * 1024**2), ("1.5KB", 1536), ("100", 100), ("0", 0)],
+    [
+        (4096, 4096),
+        ("64KB", 65536),
+        ("10MB", 10 * 1024**2),
+        ("1GB", 1024**3),
+        ("512B", 512),
+        ("1kib", 1024),
+        ("2MiB", 2 * 1024**2),
+        ("1.5KB", 1536),
+        ("100", 100),
+        ("0", 0),
+    ],
 )
 def test_size_in_bytes(value: str | int, size: int) -> None:
     assert parse_size(value) == size
@@ -170,8 +180,12 @@ def test_address_is_hashable_and_frozen() -> None:
 
 @pytest.mark.parametrize(
     ("text", "network"),
-    [("10.0.0.0/8", "10.0.0.0/8"), ("10.1.2.3", "10.1.2.3/32"), ("fd00::/8", "fd00::/8")]
-    + [("::1", "::1/128")],
+    [
+        ("10.0.0.0/8", "10.0.0.0/8"),
+        ("10.1.2.3", "10.1.2.3/32"),
+        ("fd00::/8", "fd00::/8"),
+        ("::1", "::1/128"),
+    ],
 )
 def test_network_forms(text: str, network: str) -> None:
     assert parse_network(text) == ipaddress.ip_network(network)
@@ -184,14 +198,21 @@ def test_network_with_host_bits_suggests_the_network() -> None:
 
 
 def test_bad_network_is_rejected() -> None:
-    with pytest.raises(ValueError, match='expected a network like .*, got "nope"'):
+    with pytest.raises(ValueError, match=r'expected a network like .*, got "nope"'):
         parse_network("nope")
 
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [("a", '"a"'), ('say "hi"', '"say \\"hi\\""'), (5, "5"), (1.5, "1.5"), (True, "true")]
-    + [([1], "a list"), ({"a": 1}, "a table")],
+    [
+        ("a", '"a"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        (5, "5"),
+        (1.5, "1.5"),
+        (True, "true"),
+        ([1], "a list"),
+        ({"a": 1}, "a table"),
+    ],
 )
 def test_values_are_shown_as_toml_reads(value: object, shown: str) -> None:
     assert describe_value(value) == shown

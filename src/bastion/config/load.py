@@ -68,7 +68,8 @@ def load_config(path: str | os.PathLike[str]) -> BastionConfig:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        reason = f"not UTF-8 text (byte {error.start})"
+        line = raw.count(b"\n", 0, error.start) + 1
+        reason = f"not UTF-8 text (line {line})"
         raise ConfigError([ConfigProblem(source, "", f"cannot read: {reason}")]) from None
     return parse_config(text, source)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, PlainValidator, ValidationInfo
+from pydantic import AfterValidator, PlainSerializer, PlainValidator, ValidationInfo
 
 from bastion.units import (
     ADDRESS_EXPECTED,
@@ -127,15 +127,27 @@ def _network(value: object, info: ValidationInfo) -> ipaddress.IPv4Network | ipa
     return parse_network(_text(value, NETWORK_EXPECTED))
 
 
-Duration = Annotated[float, PlainValidator(_duration), DocType("duration", format_duration)]
-PositiveDuration = Annotated[
-    float, PlainValidator(_positive_duration), DocType("duration", format_duration)
+# Dumped as JSON, unit values read as a user writes them, so the dump loads again.
+_DURATION_JSON = PlainSerializer(format_duration, return_type=str, when_used="json")
+_SIZE_JSON = PlainSerializer(format_size, return_type=str, when_used="json")
+_AS_TEXT = PlainSerializer(str, return_type=str)
+
+Duration = Annotated[
+    float, PlainValidator(_duration), _DURATION_JSON, DocType("duration", format_duration)
 ]
-Size = Annotated[int, PlainValidator(_size), DocType("size", format_size)]
-PositiveSize = Annotated[int, PlainValidator(_positive_size), DocType("size", format_size)]
-AddressValue = Annotated[Address, PlainValidator(_address), DocType("address", str)]
+PositiveDuration = Annotated[
+    float, PlainValidator(_positive_duration), _DURATION_JSON, DocType("duration", format_duration)
+]
+Size = Annotated[int, PlainValidator(_size), _SIZE_JSON, DocType("size", format_size)]
+PositiveSize = Annotated[
+    int, PlainValidator(_positive_size), _SIZE_JSON, DocType("size", format_size)
+]
+AddressValue = Annotated[Address, PlainValidator(_address), _AS_TEXT, DocType("address", str)]
 Network = Annotated[
-    ipaddress.IPv4Network | ipaddress.IPv6Network, PlainValidator(_network), DocType("CIDR", str)
+    ipaddress.IPv4Network | ipaddress.IPv6Network,
+    PlainValidator(_network),
+    _AS_TEXT,
+    DocType("CIDR", str),
 ]
 
 
