@@ -27,6 +27,15 @@ FORWARDING_HEADERS: frozenset[bytes] = frozenset(
         b"x-forwarded-prefix",
         b"x-real-ip",
         b"forwarded",
+        # Other spellings of the same claims that frameworks read (Rack checks
+        # X-Forwarded-Ssl before X-Forwarded-Proto): spoofable, so never passed from clients.
+        b"x-forwarded-ssl",
+        b"x-forwarded-scheme",
+        b"x-url-scheme",
+        b"front-end-https",
+        b"x-forwarded-server",
+        b"x-client-ip",
+        b"true-client-ip",
     }
 )
 MODES: frozenset[str] = frozenset({"x-forwarded", "rfc7239", "both", "none"})

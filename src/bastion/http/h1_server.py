@@ -38,7 +38,7 @@ def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"")
 
 
-class _Stop(Exception):
+class _RefusalError(Exception):
     """Raised inside a parser callback to hand a ProxyError out through llhttp."""
 
     def __init__(self, error: ProxyError) -> None:
@@ -105,7 +105,7 @@ class H1RequestReader:
             self._after_upgrade_request(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as failure:
             cause = failure.__context__
-            if isinstance(cause, _Stop):
+            if isinstance(cause, _RefusalError):
                 raise cause.error from None
             raise
         except httptools.HttpParserError as failure:
@@ -162,7 +162,7 @@ class H1RequestReader:
         self._url_parts.append(url)
         self._head_bytes += len(url)
         if self._head_bytes > self._max_uri_size:
-            raise _Stop(ProxyError(ErrorKind.URI_TOO_LONG, "request-target too long"))
+            raise _RefusalError(ProxyError(ErrorKind.URI_TOO_LONG, "request-target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailers is not None:
@@ -183,7 +183,7 @@ class H1RequestReader:
                 raise ProxyError(ErrorKind.HEADERS_TOO_LARGE, "request headers too large")
             head = self._build_head(url, size)
         except ProxyError as error:
-            raise _Stop(error) from None
+            raise _RefusalError(error) from None
         self._head = head
         self._events.append(head)
 

@@ -178,7 +178,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             events = self.reader.eof()
-        except ProxyError as error:
+        except ProxyError:
             if self.reader.done or self._got_response_bytes:
                 if self._got_response_bytes and not self.reader.done:
                     error = ProxyError(

@@ -13,7 +13,6 @@ from bastion.http.events import Headers, RequestHead
 
 if TYPE_CHECKING:
     from bastion.http.target import RequestTarget
-    from bastion.observe.access_log import AccessRecord
     from bastion.proxy.plan import CompiledRoute, ServerPlan
 
 
@@ -41,7 +40,6 @@ class RequestContext:
         "flag",
         "head",
         "prefix",
-        "record",
         "request_id",
         "route",
         "server",
@@ -61,7 +59,6 @@ class RequestContext:
         self.server: ServerPlan | None = None
         self.upstream_target = b""  # path + query as the origin will see it
         self.prefix: bytes | None = None  # mount prefix removed by strip_prefix
-        self.record: AccessRecord | None = None
         self.flag = "ok"
 
     @property

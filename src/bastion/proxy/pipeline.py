@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bastion.errors import ErrorKind, ProxyError
@@ -26,10 +25,9 @@ from bastion.proxy.phases import LocalReply
 from bastion.proxy.router import MethodMismatch
 
 if TYPE_CHECKING:
-    from bastion.observe.access_log import AccessLog, AccessRecord
     from bastion.proxy.context import RequestContext
     from bastion.proxy.plan import Plan, UpstreamPlan
-    from bastion.proxy.ports import Connector
+    from bastion.proxy.ports import Connector, ExchangeLog
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +51,11 @@ class Pipeline:
     """Serves requests according to one Plan."""
 
     def __init__(
-        self,
-        plan: Plan,
-        connector: Connector,
-        access_log: AccessLog | None,
-        new_record: Callable[[], AccessRecord] | None = None,
+        self, plan: Plan, connector: Connector, log_sinks: Sequence[ExchangeLog] = ()
     ) -> None:
         self.plan = plan
         self.connector = connector
-        self.access_log = access_log if access_log is not None and access_log.enabled else None
-        self.new_record = new_record
+        self.log_sinks = tuple(log_sinks)
         self.request_ids = RequestIds()
 
     async def serve(self, ex: Exchange) -> None:
@@ -71,6 +64,8 @@ class Pipeline:
         error: ProxyError | None = None
         try:
             reply = self._prepare(ctx)
+            if ctx.route is not None and ex.received > ctx.route.max_body:
+                raise ProxyError(ErrorKind.BODY_TOO_LARGE, "request body over max_body")
             if reply is not None:
                 self.send_local(ex, reply)
             else:
@@ -102,6 +97,11 @@ class Pipeline:
             raise ProxyError(ErrorKind.BAD_REQUEST, str(failure)) from None
         ctx.target = target
         ctx.upstream_target = target.uri
+        if target.authority is not None:
+            # RFC 9112 3.2.2: an absolute-form target's authority replaces Host.
+            head.host = target.authority
+            head.headers[:] = [(n, v) for n, v in head.headers if n != b"host"]
+            head.headers.append((b"host", target.authority))
         match = self.plan.router.match(head.host, target.path, head.method)
         if match is None:
             raise ProxyError(ErrorKind.NO_ROUTE, "no site or route matches")
@@ -110,6 +110,8 @@ class Pipeline:
             return LocalReply(405, [(b"allow", allow)], b"405 Method Not Allowed\n", "bad_method")
         route = match.rule.target
         ctx.route = route
+        if head.content_length is not None and head.content_length > route.max_body:
+            raise ProxyError(ErrorKind.BODY_TOO_LARGE, "declared body over max_body")
         for request_filter in route.request_filters:
             reply = request_filter.request_headers(ctx)
             if reply is not None:
@@ -261,40 +263,8 @@ class Pipeline:
         ctx.flag = error.kind.flag
 
     def _log(self, ex: Exchange) -> None:
-        access_log = self.access_log
-        if access_log is None or self.new_record is None:
-            return
-        ctx = ex.ctx
-        now = ex.loop.time()
-        record = self.new_record()
-        head = ctx.head
-        record.start_time = time.time() - (now - ctx.started)
-        record.client_ip = ctx.client_ip
-        record.method = head.method.decode("latin-1")
-        record.target = head.target.decode("latin-1")
-        record.http_version = head.http_version.decode()
-        record.host = head.host.decode("latin-1") or "-"
-        record.status = ex.status
-        record.bytes_in = head.head_size + ex.received
-        record.bytes_out = ex.bytes_out
-        record.referer = _header_text(head.headers, b"referer")
-        record.user_agent = _header_text(head.headers, b"user-agent")
-        record.request_id = ctx.request_id
-        route = ctx.route
-        if route is not None:
-            record.site = route.site
-            record.route = route.label
-            record.upstream = route.upstream.name if route.upstream else "-"
-        if ctx.server is not None:
-            record.upstream_server = ctx.server.label
-        if ex.response_head is not None:
-            record.upstream_status = ex.response_head.status
-        record.duration = now - ctx.started
-        record.connect_time = ex.connect_time
-        if ex.first_byte_at is not None:
-            record.first_byte_time = ex.first_byte_at - ctx.started
-        record.flag = ctx.flag
-        access_log.write(record)
+        for sink in self.log_sinks:
+            sink.log_exchange(ex)
 
 
 class _Watchdog:
@@ -334,7 +304,3 @@ def _set_header(headers: Headers, name: bytes, value: bytes) -> None:
     headers[:] = [(n, v) for n, v in headers if n != name]
     headers.append((name, value))
 
-
-def _header_text(headers: Headers, name: bytes) -> str:
-    value = header_value(headers, name)
-    return value.decode("latin-1") if value is not None else "-"

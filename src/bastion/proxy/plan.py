@@ -140,7 +140,7 @@ def _route_rule(
         upstream_filters=implementing(filters, "upstream_request"),
         response_filters=implementing(filters, "response_headers"),
     )
-    methods = frozenset(m.encode() for m in route.methods) if route.methods else None
+    methods = _methods(route.methods)
     if route.path_regex is not None:
         return RouteRule(
             target=compiled,
@@ -149,3 +149,13 @@ def _route_rule(
             methods=methods,
         )
     return RouteRule(target=compiled, prefix=route.path.encode(), methods=methods)
+
+
+def _methods(configured: tuple[str, ...] | None) -> frozenset[bytes] | None:
+    """The methods a route accepts; HEAD comes with GET, as every server treats it."""
+    if not configured:
+        return None
+    methods = {m.encode() for m in configured}
+    if b"GET" in methods:
+        methods.add(b"HEAD")
+    return frozenset(methods)

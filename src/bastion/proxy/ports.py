@@ -14,6 +14,7 @@ from bastion.http.events import Headers, ResponseHead
 
 if TYPE_CHECKING:
     from bastion.errors import ProxyError
+    from bastion.proxy.exchange import Exchange
     from bastion.proxy.plan import ServerPlan, UpstreamPlan
 
 
@@ -66,3 +67,9 @@ class Connector(Protocol):
         self, upstream: UpstreamPlan, server: ServerPlan
     ) -> Awaitable[UpstreamLink]: ...
     def release(self, link: UpstreamLink, keepalive_timeout: float | None) -> None: ...
+
+
+class ExchangeLog(Protocol):
+    """Told once about every finished request (the access log, later metrics)."""
+
+    def log_exchange(self, exchange: Exchange) -> None: ...

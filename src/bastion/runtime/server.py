@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from bastion.config import BastionConfig, load_config
@@ -17,7 +18,8 @@ from bastion.errors import ConfigError
 from bastion.filters.chain import route_filters
 from bastion.net.downstream import ConnectionRegistry, DownstreamConnection, PipelineRef
 from bastion.net.upstream import UpstreamConnector
-from bastion.observe.access_log import AccessLog, AccessRecord
+from bastion.observe.access_log import AccessLog
+from bastion.observe.request_log import AccessLogger
 from bastion.proxy.pipeline import Pipeline
 from bastion.proxy.plan import build_plan
 
@@ -41,7 +43,8 @@ class ProxyServer:
 
     def _pipeline(self, config: BastionConfig) -> Pipeline:
         plan = build_plan(config, route_filters)
-        return Pipeline(plan, self.connector, self.access_log, AccessRecord)
+        sinks = [AccessLogger(self.access_log)] if self.access_log.enabled else []
+        return Pipeline(plan, self.connector, sinks)
 
     async def start(self) -> None:
         for listen in self.config.listen:
@@ -56,7 +59,7 @@ class ProxyServer:
             self.servers.append(server)
             log.info("listening on %s", ", ".join(self.addresses_of(server)))
 
-    def _connection_factory(self) -> type[DownstreamConnection] | object:
+    def _connection_factory(self) -> Callable[[], DownstreamConnection]:
         ref, registry = self.pipeline_ref, self.registry
         return lambda: DownstreamConnection(ref, registry)
 
@@ -81,7 +84,7 @@ class ProxyServer:
         except ConfigError as error:
             log.error("reload failed, keeping the running configuration:\n%s", error)
             return False
-        if [l.address for l in config.listen] != [l.address for l in self.config.listen]:
+        if [x.address for x in config.listen] != [x.address for x in self.config.listen]:
             log.warning("reload: listener changes take effect after a restart")
         self.config = config
         self.pipeline_ref.pipeline = pipeline

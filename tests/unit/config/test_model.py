@@ -74,7 +74,7 @@ def test_code_may_pass_unit_strings_too() -> None:
 def test_models_are_frozen() -> None:
     config = build_config()
     with pytest.raises(ValidationError):
-        config.server.graceful_timeout = 1.0  # type: ignore[misc]
+        config.server.graceful_timeout = 1.0
     with pytest.raises(TypeError):
         config.upstream["other"] = config.upstream["app"]  # type: ignore[index]
 
