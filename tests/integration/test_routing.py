@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 
 from tests.support.client import RawClient, RawResponse, http_get, http_request, request_bytes
 from tests.support.origins import AutonomousOrigin, SeenRequest, pattern_bytes
@@ -67,9 +67,7 @@ async def send_and_see(
     """Send one request; return the response, the name of the origin that received it (None
     if none did) and that origin's record of it. Fails if more than one origin was reached."""
     before = requests_seen(origins)
-    response = await http_request(
-        port, method, target, host=host, headers=headers, timeout=3.0
-    )
+    response = await http_request(port, method, target, host=host, headers=headers, timeout=3.0)
     reached = [name for name, count in requests_seen(origins).items() if count > before[name]]
     assert len(reached) <= 1, f"one request reached several origins: {reached}"
     if not reached:
@@ -124,20 +122,84 @@ async def test_most_specific_host_pattern_wins_whatever_the_case_and_port() -> N
         "notexample.com": "any",
         "127.0.0.1:9": "any",
     }
-    async with named_origins("exact", "wild", "deep", "any") as origins, running_proxy(
-        config(HOST_SITES, origins)
-    ) as proxy:
-        chosen = {host: await origin_for(proxy.ports[0], origins, "/echo", host) for host in expected}
+    async with (
+        named_origins("exact", "wild", "deep", "any") as origins,
+        running_proxy(config(HOST_SITES, origins)) as proxy,
+    ):
+        chosen = {
+            host: await origin_for(proxy.ports[0], origins, "/echo", host) for host in expected
+        }
     assert chosen == expected
 
 
 async def test_host_header_reaches_origin_unchanged() -> None:
-    async with named_origins("exact", "wild", "deep", "any") as origins, running_proxy(
-        config(HOST_SITES, origins)
-    ) as proxy:
-        _, name, seen = await send_and_see(proxy.ports[0], origins, "/echo", host="WWW.Example.COM:443")
+    async with (
+        named_origins("exact", "wild", "deep", "any") as origins,
+        running_proxy(config(HOST_SITES, origins)) as proxy,
+    ):
+        _, name, seen = await send_and_see(
+            proxy.ports[0], origins, "/echo", host="WWW.Example.COM:443"
+        )
     assert name == "wild" and seen is not None
     assert seen.header("host") == "WWW.Example.COM:443"
+
+
+async def test_absolute_form_target_is_routed_by_its_authority() -> None:
+    async with (
+        named_origins("exact", "wild", "deep", "any") as origins,
+        running_proxy(config(HOST_SITES, origins)) as proxy,
+    ):
+        _, name, seen = await send_and_see(
+            proxy.ports[0], origins, "http://www.example.com/echo?x=1", host="example.com"
+        )
+    assert name == "wild" and seen is not None
+    assert seen.target == "/echo?x=1"
+    assert seen.headers_named("host") == ["www.example.com"]
+
+
+async def test_http10_request_without_host_goes_to_the_catch_all_site() -> None:
+    async with (
+        named_origins("exact", "wild", "deep", "any") as origins,
+        running_proxy(config(HOST_SITES, origins)) as proxy,
+        RawClient(proxy.ports[0]) as client,
+    ):
+        await client.send(b"GET /echo HTTP/1.0\r\n\r\n")
+        response = await client.read_response(timeout=3.0)
+    assert response.status == 200
+    assert [name for name, o in origins.items() if o.requests] == ["any"]
+
+
+async def test_invalid_host_header_is_400_and_reaches_no_site() -> None:
+    # RFC 9112 3.2: a Host that is not `host[:port]` (RFC 3986 authority) must get a 400.
+    invalid = (
+        "example.com:abc",
+        "example.com:-1",
+        "example.com:80:80",
+        "::1",
+        "[::1",
+        'exa"mple.com',
+        "<x>",
+    )
+    async with (
+        named_origins("exact", "wild", "deep", "any") as origins,
+        running_proxy(config(HOST_SITES, origins)) as proxy,
+    ):
+        statuses = {}
+        for host in invalid:
+            response, name, _ = await send_and_see(proxy.ports[0], origins, "/echo", host=host)
+            statuses[host] = (response.status, name)
+    assert statuses == {host: (400, None) for host in invalid}
+
+
+async def test_two_host_headers_are_400() -> None:
+    async with (
+        named_origins("exact", "wild", "deep", "any") as origins,
+        running_proxy(config(HOST_SITES, origins)) as proxy,
+    ):
+        response, name, _ = await send_and_see(
+            proxy.ports[0], origins, "/echo", host="example.com", headers=[("Host", "other.org")]
+        )
+    assert (response.status, name) == (400, None)
 
 
 async def test_no_matching_site_is_404_with_short_body_and_origin_untouched() -> None:
@@ -201,9 +263,10 @@ async def test_first_route_in_file_order_wins() -> None:
         "/api/v1": "api",
         "/elsewhere": "root",
     }
-    async with named_origins("v2", "api", "root", "v3") as origins, running_proxy(
-        config(ORDERED_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("v2", "api", "root", "v3") as origins,
+        running_proxy(config(ORDERED_ROUTES, origins)) as proxy,
+    ):
         chosen = {t: await origin_for(proxy.ports[0], origins, t) for t in expected}
     assert chosen == expected
     assert origins["v3"].connections_opened == 0
@@ -222,9 +285,10 @@ async def test_prefix_matches_whole_segments_only() -> None:
         "/api/v2x": "api",
         "/api/v2/": "v2",
     }
-    async with named_origins("v2", "api", "root", "v3") as origins, running_proxy(
-        config(ORDERED_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("v2", "api", "root", "v3") as origins,
+        running_proxy(config(ORDERED_ROUTES, origins)) as proxy,
+    ):
         chosen = {t: await origin_for(proxy.ports[0], origins, t) for t in expected}
     assert chosen == expected
 
@@ -253,9 +317,10 @@ async def test_normalised_path_picks_the_route_and_is_what_the_origin_receives()
         "/api/a%2fb": ("api", "/api/a%2Fb"),  # kept encoded, hex uppercased
         "/%61pi/x?q=%61&r=/../": ("api", "/api/x?q=%61&r=/../"),  # the query is left alone
     }
-    async with named_origins("api", "root") as origins, running_proxy(
-        config(TWO_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("api", "root") as origins,
+        running_proxy(config(TWO_ROUTES, origins)) as proxy,
+    ):
         got = {}
         for target in expected:
             response, name, seen = await send_and_see(proxy.ports[0], origins, target)
@@ -266,9 +331,10 @@ async def test_normalised_path_picks_the_route_and_is_what_the_origin_receives()
 
 async def test_path_climbing_above_root_is_400_and_origin_sees_nothing() -> None:
     targets = ("/../etc/passwd", "/api/../../etc/passwd", "/%2e%2e/etc/passwd", "/a/%2E%2E/..")
-    async with named_origins("api", "root") as origins, running_proxy(
-        config(TWO_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("api", "root") as origins,
+        running_proxy(config(TWO_ROUTES, origins)) as proxy,
+    ):
         for target in targets:
             response, name, _ = await send_and_see(proxy.ports[0], origins, target)
             assert (response.status, name) == (400, None), target
@@ -302,9 +368,10 @@ hosts = ["*"]
         "/index.php/x": "root",
         "/index.ph%70": "php",
     }
-    async with named_origins("images", "php", "root") as origins, running_proxy(
-        config(sites, origins)
-    ) as proxy:
+    async with (
+        named_origins("images", "php", "root") as origins,
+        running_proxy(config(sites, origins)) as proxy,
+    ):
         chosen = {t: await origin_for(proxy.ports[0], origins, t) for t in expected}
     assert chosen == expected
 
@@ -329,9 +396,10 @@ hosts = ["*"]
 
 
 async def test_methods_choose_among_routes_with_the_same_path() -> None:
-    async with named_origins("read", "write", "open") as origins, running_proxy(
-        config(METHOD_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("read", "write", "open") as origins,
+        running_proxy(config(METHOD_ROUTES, origins)) as proxy,
+    ):
         port = proxy.ports[0]
         chosen = [
             (await send_and_see(port, origins, "/api/x", method=method))[1]
@@ -343,9 +411,10 @@ async def test_methods_choose_among_routes_with_the_same_path() -> None:
 
 
 async def test_method_mismatch_is_405_with_allow_and_origin_untouched() -> None:
-    async with named_origins("read", "write", "open") as origins, running_proxy(
-        config(METHOD_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("read", "write", "open") as origins,
+        running_proxy(config(METHOD_ROUTES, origins)) as proxy,
+    ):
         for method in ("DELETE", "PUT", "PATCH"):
             response, name, _ = await send_and_see(proxy.ports[0], origins, "/api/x", method=method)
             assert (response.status, name) == (405, None), method
@@ -367,9 +436,10 @@ hosts = ["*"]
   path = "/"
   upstream = "open"
 """
-    async with named_origins("read", "open") as origins, running_proxy(
-        config(sites, origins)
-    ) as proxy:
+    async with (
+        named_origins("read", "open") as origins,
+        running_proxy(config(sites, origins)) as proxy,
+    ):
         response, name, _ = await send_and_see(proxy.ports[0], origins, "/api/x", method="DELETE")
     assert (response.status, name) == (200, "open")
 
@@ -398,9 +468,10 @@ async def test_strip_prefix_sends_path_without_prefix_and_keeps_query() -> None:
         "/./app//x/../y": "/y",
         "/%61pp/z": "/z",
     }
-    async with named_origins("app", "root") as origins, running_proxy(
-        config(STRIP_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("app", "root") as origins,
+        running_proxy(config(STRIP_ROUTES, origins)) as proxy,
+    ):
         got = {}
         for target in expected:
             response, name, seen = await send_and_see(proxy.ports[0], origins, target)
@@ -413,9 +484,10 @@ async def test_strip_prefix_sends_path_without_prefix_and_keeps_query() -> None:
 
 async def test_strip_prefix_replaces_a_client_supplied_prefix_and_other_routes_send_none() -> None:
     spoof = [("X-Forwarded-Prefix", "/evil")]
-    async with named_origins("app", "root") as origins, running_proxy(
-        config(STRIP_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("app", "root") as origins,
+        running_proxy(config(STRIP_ROUTES, origins)) as proxy,
+    ):
         _, name, stripped = await send_and_see(proxy.ports[0], origins, "/app/x", headers=spoof)
         _, other, unstripped = await send_and_see(proxy.ports[0], origins, "/appx", headers=spoof)
     assert name == "app" and stripped is not None
@@ -450,12 +522,19 @@ async def test_redirect_routes_build_location_from_template_without_origin() -> 
         ("GET", "/old/a?b=1", "h.test", 308, b"https://new.example/old/a?b=1"),
         ("POST", "/old", "h.test", 308, b"https://new.example/old"),
         ("GET", "/old/./x//y", "h.test", 308, b"https://new.example/old/x/y"),
-        ("GET", "/moved/p?k=v", "Site.Test:8080", 301, b"http://Site.Test:8080/new/moved/p?from=k=v"),
+        (
+            "GET",
+            "/moved/p?k=v",
+            "Site.Test:8080",
+            301,
+            b"http://Site.Test:8080/new/moved/p?from=k=v",
+        ),
         ("GET", "/braces/q", "h.test", 302, b"https://x.example/{literal}/braces/q"),
     ]
-    async with named_origins("app") as origins, running_proxy(
-        config(REDIRECT_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("app") as origins,
+        running_proxy(config(REDIRECT_ROUTES, origins)) as proxy,
+    ):
         for method, target, host, status, location in cases:
             response, name, _ = await send_and_see(
                 proxy.ports[0], origins, target, host=host, method=method
@@ -469,13 +548,14 @@ async def test_redirect_routes_build_location_from_template_without_origin() -> 
 
 
 async def test_redirect_answer_keeps_the_connection_usable() -> None:
-    async with named_origins("app") as origins, running_proxy(
-        config(REDIRECT_ROUTES, origins)
-    ) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await client.send(request_bytes("GET", "/old/1") + request_bytes("GET", "/echo"))
-            first = await client.read_response(timeout=3.0)
-            second = await client.read_response(timeout=3.0)
+    async with (
+        named_origins("app") as origins,
+        running_proxy(config(REDIRECT_ROUTES, origins)) as proxy,
+        RawClient(proxy.ports[0]) as client,
+    ):
+        await client.send(request_bytes("GET", "/old/1") + request_bytes("GET", "/echo"))
+        first = await client.read_response(timeout=3.0)
+        second = await client.read_response(timeout=3.0)
     assert first.status == 308
     assert second.status == 200
     assert second.json()["target"] == "/echo"
@@ -501,9 +581,10 @@ def complete_bodies_over(origin: AutonomousOrigin, limit: int) -> list[int]:
 
 
 async def test_body_at_the_limit_is_forwarded_and_other_routes_are_unaffected() -> None:
-    async with named_origins("app") as origins, running_proxy(
-        config(LIMITED_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("app") as origins,
+        running_proxy(config(LIMITED_ROUTES, origins)) as proxy,
+    ):
         port = proxy.ports[0]
         at_limit = await http_request(port, "POST", "/small/upload", body=pattern_bytes(1000))
         elsewhere = await http_request(port, "POST", "/upload", body=pattern_bytes(5000))
@@ -513,10 +594,13 @@ async def test_body_at_the_limit_is_forwarded_and_other_routes_are_unaffected() 
 
 async def test_declared_content_length_over_max_body_is_413_before_the_origin() -> None:
     body = pattern_bytes(5000)
-    async with named_origins("app") as origins, running_proxy(
-        config(LIMITED_ROUTES, origins)
-    ) as proxy:
-        response = await http_request(proxy.ports[0], "POST", "/small/upload", body=body, timeout=3.0)
+    async with (
+        named_origins("app") as origins,
+        running_proxy(config(LIMITED_ROUTES, origins)) as proxy,
+    ):
+        response = await http_request(
+            proxy.ports[0], "POST", "/small/upload", body=body, timeout=3.0
+        )
         await asyncio.sleep(0.05)
     assert response.status == 413
     assert len(response.body) < SHORT_BODY
@@ -525,38 +609,34 @@ async def test_declared_content_length_over_max_body_is_413_before_the_origin() 
 
 
 async def test_huge_declared_content_length_is_refused_without_waiting_for_the_body() -> None:
-    head = (
-        b"POST /small/upload HTTP/1.1\r\nHost: test\r\nContent-Length: 10000000\r\n\r\n"
-    )
-    async with named_origins("app") as origins, running_proxy(
-        config(LIMITED_ROUTES, origins)
-    ) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await client.send(head + pattern_bytes(100))
-            response = await client.read_response(timeout=1.0)
-            assert response.status == 413
-            assert await client.wait_closed(timeout=1.0)
+    head = b"POST /small/upload HTTP/1.1\r\nHost: test\r\nContent-Length: 10000000\r\n\r\n"
+    async with (
+        named_origins("app") as origins,
+        running_proxy(config(LIMITED_ROUTES, origins)) as proxy,
+        RawClient(proxy.ports[0]) as client,
+    ):
+        await client.send(head + pattern_bytes(100))
+        response = await client.read_response(timeout=1.0)
+        assert response.status == 413
+        assert await client.wait_closed(timeout=1.0)
     assert origins["app"].requests == [], "bastion sent an oversize request to the origin"
 
 
 async def test_chunked_body_growing_over_max_body_is_cut_and_never_reaches_origin_whole() -> None:
     head = b"POST /small/upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
     piece = pattern_bytes(400)
-    async with named_origins("app") as origins, running_proxy(
-        config(LIMITED_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("app") as origins,
+        running_proxy(config(LIMITED_ROUTES, origins)) as proxy,
+    ):
         async with RawClient(proxy.ports[0]) as client:
             await client.send(head)
-            for _ in range(5):  # 2000 bytes in all, sent while the request is in flight
-                await asyncio.sleep(0.02)
-                try:
-                    await client.send(b"%x\r\n%b\r\n" % (len(piece), piece))
-                except ConnectionError:
-                    break
-            try:
-                await client.send(b"0\r\n\r\n")
-            except ConnectionError:
-                pass
+            # 2000 bytes in all, sent while the request is in flight; bastion may close first.
+            pieces = [b"%x\r\n%b\r\n" % (len(piece), piece)] * 5 + [b"0\r\n\r\n"]
+            with suppress(ConnectionError):
+                for data in pieces:
+                    await asyncio.sleep(0.02)
+                    await client.send(data)
             response = await client.read_response(timeout=2.0)
             assert response.status == 413
             assert await client.wait_closed(timeout=1.0)
@@ -572,9 +652,10 @@ async def test_oversize_chunked_body_sent_at_once_never_reaches_origin_whole() -
         b"POST /small/upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
         + b"%x\r\n%b\r\n0\r\n\r\n" % (len(piece), piece)
     )
-    async with named_origins("app") as origins, running_proxy(
-        config(LIMITED_ROUTES, origins)
-    ) as proxy:
+    async with (
+        named_origins("app") as origins,
+        running_proxy(config(LIMITED_ROUTES, origins)) as proxy,
+    ):
         async with RawClient(proxy.ports[0]) as client:
             await client.send(request)
             response = await client.read_response(timeout=2.0)
@@ -583,10 +664,11 @@ async def test_oversize_chunked_body_sent_at_once_never_reaches_origin_whole() -
     assert complete_bodies_over(origins["app"], 1000) == []
 
 
-async def test_http_get_helper_still_routes_after_a_413() -> None:
-    async with named_origins("app") as origins, running_proxy(
-        config(LIMITED_ROUTES, origins)
-    ) as proxy:
+async def test_proxy_keeps_serving_after_a_413() -> None:
+    async with (
+        named_origins("app") as origins,
+        running_proxy(config(LIMITED_ROUTES, origins)) as proxy,
+    ):
         refused = await http_request(
             proxy.ports[0], "POST", "/small/x", body=pattern_bytes(2000), timeout=3.0
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -358,10 +358,14 @@ def _extended_fields(
     out: list[tuple[bytes, bytes]] = []
     x_forwarded_for: list[bytes] = []
     forwarded: list[bytes] = []
+    outer_prefix: bytes | None = None
     present: set[bytes] = set()
     for name, value in headers:
         if name in FORWARDING_HEADERS:
             present.add(name)
+            if name == b"x-forwarded-prefix" and facts.prefix is not None:
+                outer_prefix = value.strip().rstrip(b"/")  # stacked below: outer + ours
+                continue
             if sends_x and name == b"x-forwarded-for":
                 x_forwarded_for.append(value)
                 continue
@@ -371,6 +375,13 @@ def _extended_fields(
                 forwarded.append(value)
                 continue
         out.append((name, value))
+    if outer_prefix is not None and facts.prefix is not None:
+        # The app is mounted at our prefix below the prefix the outer proxy mounted us at.
+        present.discard(b"x-forwarded-prefix")
+        facts = replace(
+            facts,
+            prefix=outer_prefix + facts.prefix if facts.prefix != b"/" else outer_prefix or b"/",
+        )
     if sends_x:
         peer = facts.peer_ip.encode("latin-1")
         out.append((b"x-forwarded-for", _chain_value(x_forwarded_for, peer)))

@@ -12,6 +12,7 @@ Sans-I/O: no sockets, no asyncio, no clock.
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 import httptools
@@ -209,6 +210,8 @@ class H1RequestReader:
         if method == b"CONNECT":
             raise ProxyError(ErrorKind.METHOD_NOT_ALLOWED, "CONNECT is not served here")
         version = parser.get_http_version().encode()
+        if version not in (b"1.1", b"1.0"):
+            raise ProxyError(ErrorKind.BAD_REQUEST, f"HTTP/{version.decode()} request line")
         host, transfer_encoding, content_length, expect, upgrade = _scan_headers(self._headers)
         if host is None:
             if version == b"1.1":
@@ -248,6 +251,9 @@ def _scan_headers(
                 raise ProxyError(ErrorKind.BAD_REQUEST, "more than one Host header")
             host = value
         elif name == b"transfer-encoding":
+            # Several fields are one list (RFC 9110 5.3): judge them together.
+            if transfer_encoding is not None:
+                value = transfer_encoding + b"," + value
             transfer_encoding = value
         elif name == b"content-length":
             content_length = int(value)  # llhttp has already refused anything but digits
@@ -258,11 +264,13 @@ def _scan_headers(
     return host, transfer_encoding, content_length, expect, upgrade
 
 
+# RFC 9110 7.2: uri-host [ ":" port ]; a reg-name of unreserved characters and
+# percent-escapes, or a bracketed IPv6 literal; the port is up to five digits.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%]+)(?::[0-9]{1,5})?")
+
+
 def _valid_host(host: bytes) -> bool:
-    """RFC 3986 reg-name / IP literal with optional port; no spaces, slashes or userinfo."""
-    if not host or len(host) > 255:
-        return False
-    return not any(ch in host for ch in (b" ", b"/", b"\\", b"@", b"?", b"#", b",", b"\t"))
+    return len(host) <= 255 and _HOST.fullmatch(host) is not None
 
 
 def _request_framing(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bastion.http.events import Headers
+from bastion.http.forwarded import FORWARDING_HEADERS
 
 # RFC 9110 7.6.1 and the de-facto ones every proxy strips.
 HOP_BY_HOP: frozenset[bytes] = frozenset(
@@ -26,8 +27,11 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 
 VIA_PSEUDONYM = b"bastion"
 
-# A client may not make us drop these by naming them in Connection ("hop-by-hop abuse").
-NEVER_HOP_BY_HOP: frozenset[bytes] = frozenset({b"host", b"content-length", b"x-request-id"})
+# A client may not make us drop these by naming them in Connection ("hop-by-hop abuse"):
+# dropping a trusted proxy's X-Forwarded-For would desynchronise it from X-Real-IP.
+NEVER_HOP_BY_HOP: frozenset[bytes] = (
+    frozenset({b"host", b"content-length", b"x-request-id"}) | FORWARDING_HEADERS
+)
 
 
 def header_value(headers: Headers, name: bytes) -> bytes | None:

@@ -189,16 +189,16 @@ class DownstreamConnection(asyncio.Protocol):
             return
         exchange = self._exchange
         if type(event) is BodyChunk:
-            assert exchange is not None
-            exchange.request_body(event.data)
+            if exchange is not None:
+                exchange.request_body(event.data)
+            # else: the request was answered before its body ended; we close after it.
         elif type(event) is RequestHead:
             if exchange is not None:
                 self._backlog = deque([event])
                 self.pause_reading()
                 return
             self._begin(event)
-        elif type(event) is EndOfMessage:
-            assert exchange is not None
+        elif type(event) is EndOfMessage and exchange is not None:
             exchange.request_end(event.trailers)
 
     def _begin(self, head: RequestHead) -> None:
@@ -210,12 +210,7 @@ class DownstreamConnection(asyncio.Protocol):
         if self._registry.draining:
             exchange.close_after = True
         self._exchange = exchange
-        task = self.loop.create_task(self._serve(pipeline, exchange))
-        del task  # _serve never raises; the exchange holds what matters
-
-    async def _serve(self, pipeline: Pipeline, exchange: Exchange) -> None:
-        await pipeline.serve(exchange)
-        self._exchange_done(exchange)
+        pipeline.serve(exchange, self._exchange_done)
 
     def _exchange_done(self, exchange: Exchange) -> None:
         if self._tunnel is not None or self.transport is None:

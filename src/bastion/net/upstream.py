@@ -217,23 +217,26 @@ class UpstreamConnector:
         self._sweeper: asyncio.TimerHandle | None = None
         self.opened = 0
 
-    async def acquire(self, upstream: UpstreamPlan, server: ServerPlan) -> UpstreamConnection:
+    def take_idle(self, server: ServerPlan) -> UpstreamConnection | None:
+        """The most recently used idle connection still fit for reuse, if any."""
         pool = self._pools.get(server)
-        if pool is not None:
-            now = self.loop.time()
-            idle = pool.idle
-            while idle:
-                conn = idle.pop()
-                if conn.closed or conn.transport is None or conn.transport.is_closing():
-                    continue
-                if now >= conn.idle_deadline:
-                    conn.close()
-                    continue
-                conn.reused = True
-                return conn
-        return await self.acquire_fresh(upstream, server)
+        if pool is None:
+            return None
+        now = self.loop.time()
+        idle = pool.idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            if now >= conn.idle_deadline:
+                conn.close()
+                continue
+            conn.reused = True
+            return conn
+        return None
 
-    async def acquire_fresh(self, upstream: UpstreamPlan, server: ServerPlan) -> UpstreamConnection:
+    async def connect(self, upstream: UpstreamPlan, server: ServerPlan) -> UpstreamConnection:
+        """A new connection (a timeout is the 504 kind, a refusal the 502 kind)."""
         self._limits[server] = (upstream.max_idle, upstream.idle_timeout)
         loop = self.loop
         try:

@@ -10,6 +10,7 @@ body. It talks to both connections only through the ports in `bastion.proxy.port
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bastion.errors import ErrorKind, ProxyError
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 HIGH_WATER = 64 * 1024  # bytes of request body held before the origin is connected
 RETRY_BUFFER = 64 * 1024  # request bodies up to this size are kept to be replayed once
+
+
+def _nothing(exchange: Exchange) -> None:
+    pass
 
 
 def chunk(data: bytes) -> bytes:
@@ -68,6 +73,10 @@ class Exchange:
         self.sent_any_body = False
         self._tunnel_first_bytes = b""
         self.switch_head: ResponseHead | None = None
+        self.upstream_head_bytes = b""
+        self.retried = False
+        self.task: asyncio.Task[None] | None = None  # only while connecting to an origin
+        self.on_done: Callable[[Exchange], None] = _nothing
 
     # -- request body, from the client -----------------------------------------------
 

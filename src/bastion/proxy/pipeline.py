@@ -8,9 +8,11 @@ The bytes themselves flow through the `Exchange` by callbacks.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from bastion.errors import ErrorKind, ProxyError
@@ -26,8 +28,8 @@ from bastion.proxy.router import MethodMismatch
 
 if TYPE_CHECKING:
     from bastion.proxy.context import RequestContext
-    from bastion.proxy.plan import Plan, UpstreamPlan
-    from bastion.proxy.ports import Connector, ExchangeLog
+    from bastion.proxy.plan import Plan
+    from bastion.proxy.ports import Connector, ExchangeLog, UpstreamLink
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +59,30 @@ class Pipeline:
         self.connector = connector
         self.log_sinks = tuple(log_sinks)
         self.request_ids = RequestIds()
+        self.watchdog = ExchangeWatchdog(plan.limits.body_timeout)
 
-    async def serve(self, ex: Exchange) -> None:
-        """Serve one request to its end; never raises (except cancellation)."""
+    def serve(self, ex: Exchange, done: Callable[[Exchange], None]) -> None:
+        """Start serving one request; `done(ex)` is called once it has ended. Never raises.
+
+        The common path (a pooled origin connection) runs without a task: the request is
+        sent from here and the end is handled by a callback on `ex.finished`.
+        """
+        ex.on_done = done
         ctx = ex.ctx
-        error: ProxyError | None = None
         try:
             reply = self._prepare(ctx)
             if ctx.route is not None and ex.received > ctx.route.max_body:
                 raise ProxyError(ErrorKind.BODY_TOO_LARGE, "request body over max_body")
             if reply is not None:
                 self.send_local(ex, reply)
+                self._finish(ex, None)
             else:
-                error = await self._proxy(ex)
+                self._begin_proxy(ex)
         except ProxyError as failure:
-            error = failure
+            self._finish(ex, failure)
         except Exception:
             log.exception("internal error serving %s %r", ctx.head.method, ctx.head.target)
-            error = ProxyError(ErrorKind.INTERNAL, "internal error")
-        if error is not None:
-            self._answer_error(ex, error)
-        self._log(ex)
+            self._finish(ex, ProxyError(ErrorKind.INTERNAL, "internal error"))
 
     # -- before the origin -------------------------------------------------------------
 
@@ -141,7 +146,7 @@ class Pipeline:
 
     # -- the origin exchange ------------------------------------------------------------
 
-    async def _proxy(self, ex: Exchange) -> ProxyError | None:
+    def _begin_proxy(self, ex: Exchange) -> None:
         ctx = ex.ctx
         route = ctx.route
         assert route is not None and route.upstream is not None
@@ -149,37 +154,70 @@ class Pipeline:
         tunnel = route.websocket and ctx.head.upgrade is not None
         server = upstream.pick_server()
         ctx.server = server
-        head_bytes = self.upstream_head(ctx, tunnel)
+        ex.upstream_head_bytes = self.upstream_head(ctx, tunnel)
+        link = self.connector.take_idle(server)
+        if link is not None:
+            ex.connect_time = 0.0
+            self._send(ex, link, replay=False)
+        else:
+            ex.task = ex.loop.create_task(self._connect_and_send(ex, replay=False))
+
+    async def _connect_and_send(self, ex: Exchange, replay: bool) -> None:
+        ctx = ex.ctx
+        assert ctx.route is not None and ctx.route.upstream is not None and ctx.server
         started = ex.loop.time()
-        link = await self.connector.acquire(upstream, server)
-        ex.connect_time = 0.0 if link.reused else ex.loop.time() - started
-        ex.attach(link, head_bytes, replay=False)
-        error = await self._await_response(ex, upstream)
-        if error is not None and self._may_retry(ex, error):
+        try:
+            link = await self.connector.connect(ctx.route.upstream, ctx.server)
+        except ProxyError as failure:
+            self._finish(ex, failure)
+            return
+        except Exception:
+            log.exception("internal error connecting to %s", ctx.server.label)
+            self._finish(ex, ProxyError(ErrorKind.INTERNAL, "internal error"))
+            return
+        if ex.finished.done():  # the client left while we were connecting
+            self.connector.release(link, None)
+            self._finish(ex, ex.finished.result())
+            return
+        ex.connect_time = ex.loop.time() - started
+        self._send(ex, link, replay)
+
+    def _send(self, ex: Exchange, link: UpstreamLink, replay: bool) -> None:
+        ex.attach(link, ex.upstream_head_bytes, replay)
+        self.watchdog.watch(ex)
+        ex.finished.add_done_callback(partial(self._on_exchange_end, ex))
+
+    def _on_exchange_end(self, ex: Exchange, finished: asyncio.Future[ProxyError | None]) -> None:
+        self.watchdog.unwatch(ex)
+        error = finished.result()
+        if error is not None and not ex.retried and self._may_retry(ex, error):
+            server = ex.ctx.server
             log.info(
-                "retrying %s on a fresh connection to %s: %s", ctx.request_id, server.label, error
+                "retrying %s on a fresh connection to %s: %s",
+                ex.ctx.request_id,
+                server.label if server else "-",
+                error,
             )
             stale = ex.detach_upstream()
             if stale is not None:
                 stale.close()
+            ex.retried = True
             ex.reset_for_retry()
-            started = ex.loop.time()
-            link = await self.connector.acquire_fresh(upstream, server)
-            ex.connect_time = ex.loop.time() - started
-            ex.attach(link, head_bytes, replay=True)
-            error = await self._await_response(ex, upstream)
+            ex.task = ex.loop.create_task(self._connect_and_send(ex, replay=True))
+            return
         if error is None and ex.switched:
             self._start_tunnel(ex)
-            return None
-        self._settle_upstream(ex, error)
-        return error
+        else:
+            self._settle_upstream(ex, error)
+        self._finish(ex, error)
 
-    async def _await_response(self, ex: Exchange, upstream: UpstreamPlan) -> ProxyError | None:
-        watchdog = _Watchdog(ex, upstream.read_timeout, self.plan.limits.body_timeout)
-        try:
-            return await ex.finished
-        finally:
-            watchdog.cancel()
+    def _finish(self, ex: Exchange, error: ProxyError | None) -> None:
+        """The one exit of every request: answer an error, log, hand the connection back."""
+        if error is not None:
+            self._answer_error(ex, error)
+        for sink in self.log_sinks:
+            sink.log_exchange(ex)
+        ex.on_done(ex)
 
     @staticmethod
     def _may_retry(ex: Exchange, error: ProxyError) -> bool:
@@ -262,42 +300,47 @@ class Pipeline:
         self.send_local(ex, reply)
         ctx.flag = error.kind.flag
 
-    def _log(self, ex: Exchange) -> None:
-        for sink in self.log_sinks:
-            sink.log_exchange(ex)
+class ExchangeWatchdog:
+    """Fails exchanges whose origin stays silent past its read timeout, or whose client
+    stopped reading for longer than the body timeout. One timer for all of them, ticking
+    while any is watched, instead of a timer per request."""
 
+    TICK = 0.1
 
-class _Watchdog:
-    """Fails an exchange whose origin stays silent past `read_timeout`, or whose client
-    stops reading for longer than `write_timeout`; one timer, re-armed lazily."""
+    def __init__(self, body_timeout: float) -> None:
+        self._body_timeout = body_timeout
+        self._watched: set[Exchange] = set()
+        self._handle: asyncio.TimerHandle | None = None
 
-    __slots__ = ("_ex", "_handle", "_read_timeout", "_write_timeout")
+    def watch(self, ex: Exchange) -> None:
+        self._watched.add(ex)
+        if self._handle is None:
+            self._handle = ex.loop.call_later(self.TICK, self._tick, ex.loop)
 
-    def __init__(self, ex: Exchange, read_timeout: float, write_timeout: float) -> None:
-        self._ex = ex
-        self._read_timeout = read_timeout
-        self._write_timeout = write_timeout
-        self._handle = ex.loop.call_later(min(read_timeout, write_timeout), self._check)
+    def unwatch(self, ex: Exchange) -> None:
+        self._watched.discard(ex)
 
-    def _check(self) -> None:
-        ex = self._ex
-        now = ex.loop.time()
-        if ex.downstream.write_paused:
-            since = ex.write_paused_since or now
-            if now - since >= self._write_timeout:
-                ex.fail(ProxyError(ErrorKind.CLIENT_TIMEOUT, "client stopped reading"))
-                return
-            delay = self._write_timeout - (now - since)
-        else:
-            idle = now - ex.last_upstream_activity
-            if idle >= self._read_timeout:
-                ex.fail(ProxyError(ErrorKind.UPSTREAM_READ_TIMEOUT, "origin stopped answering"))
-                return
-            delay = self._read_timeout - idle
-        self._handle = ex.loop.call_later(max(delay, 0.01), self._check)
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = None
+        now = loop.time()
+        for ex in list(self._watched):
+            error = self._overdue(ex, now)
+            if error is not None:
+                self._watched.discard(ex)
+                ex.fail(error)
+        if self._watched:
+            self._handle = loop.call_later(self.TICK, self._tick, loop)
 
-    def cancel(self) -> None:
-        self._handle.cancel()
+    def _overdue(self, ex: Exchange, now: float) -> ProxyError | None:
+        if ex.write_paused_since is not None:
+            if now - ex.write_paused_since >= self._body_timeout:
+                return ProxyError(ErrorKind.CLIENT_TIMEOUT, "client stopped reading")
+            return None
+        route = ex.ctx.route
+        assert route is not None and route.upstream is not None
+        if now - ex.last_upstream_activity >= route.upstream.read_timeout:
+            return ProxyError(ErrorKind.UPSTREAM_READ_TIMEOUT, "origin stopped answering")
+        return None
 
 
 def _set_header(headers: Headers, name: bytes, value: bytes) -> None:

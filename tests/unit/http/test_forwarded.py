@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 
@@ -431,10 +432,19 @@ def test_trusted_none_passes_everything_unchanged() -> None:
     assert out is not FROM_PROXY
 
 
-def test_trusted_incoming_prefix_wins_over_ours() -> None:
-    incoming = [(b"x-forwarded-prefix", b"/outer")]
+def test_trusted_incoming_prefix_is_stacked_above_ours() -> None:
+    # An outer proxy mounted us at /outer, we mount the app at /shop: its public base is both.
+    incoming = [(b"x-forwarded-prefix", b"/outer/")]
     for mode in ("x-forwarded", "rfc7239", "both"):
         out = forwarding_headers(incoming, TRUSTED_HOP, mode)
+        assert [v for n, v in out if n == b"x-forwarded-prefix"] == [b"/outer/shop"]
+
+
+def test_trusted_incoming_prefix_passes_when_we_strip_none() -> None:
+    incoming = [(b"x-forwarded-prefix", b"/outer")]
+    hop = dataclasses.replace(TRUSTED_HOP, prefix=None)
+    for mode in ("x-forwarded", "rfc7239", "both"):
+        out = forwarding_headers(incoming, hop, mode)
         assert [v for n, v in out if n == b"x-forwarded-prefix"] == [b"/outer"]
 
 
