@@ -18,7 +18,37 @@ from importlib.metadata import version
 from wrk_output import WrkResult
 
 MIB = 1024 * 1024
-HEADERS = ("target", "req/s", "MiB/s", "p50", "p99", "errors", "req/s vs nginx")
+HEADERS = (
+    "target",
+    "req/s",
+    "MiB/s",
+    "p50",
+    "p99",
+    "errors",
+    "CPU µs/req",
+    "CPU busy",
+    "req/s vs nginx",
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured wrk run, with the CPU time the target's own processes used meanwhile."""
+
+    wrk: WrkResult
+    target_cpu_seconds: float
+    wall_seconds: float
+    foreign_load: float
+
+    @property
+    def cpu_per_request(self) -> float:
+        """Target CPU-seconds per request (for a proxy: the proxy alone, not the origin)."""
+        return self.target_cpu_seconds / max(1, self.wrk.requests)
+
+    @property
+    def cpu_busy(self) -> float:
+        """Target CPU time over wall time: 1.0 means one core fully used."""
+        return self.target_cpu_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -32,18 +62,22 @@ class Summary:
     p50_seconds: float
     p99_seconds: float
     errors: int
+    cpu_per_request: float
+    cpu_busy: float
 
 
-def summarise(target: str, results: Sequence[WrkResult]) -> Summary:
+def summarise(target: str, runs: Sequence[Measurement]) -> Summary:
     """Median of each figure over the rounds (each median taken separately); errors summed."""
     return Summary(
         target=target,
-        rounds=len(results),
-        requests_per_sec=statistics.median(r.requests_per_sec for r in results),
-        mib_per_sec=statistics.median(r.bytes_per_sec for r in results) / MIB,
-        p50_seconds=statistics.median(r.p50_seconds for r in results),
-        p99_seconds=statistics.median(r.p99_seconds for r in results),
-        errors=sum(r.errors for r in results),
+        rounds=len(runs),
+        requests_per_sec=statistics.median(r.wrk.requests_per_sec for r in runs),
+        mib_per_sec=statistics.median(r.wrk.bytes_per_sec for r in runs) / MIB,
+        p50_seconds=statistics.median(r.wrk.p50_seconds for r in runs),
+        p99_seconds=statistics.median(r.wrk.p99_seconds for r in runs),
+        errors=sum(r.wrk.errors for r in runs),
+        cpu_per_request=statistics.median(r.cpu_per_request for r in runs),
+        cpu_busy=statistics.median(r.cpu_busy for r in runs),
     )
 
 
@@ -69,6 +103,8 @@ def table_rows(summaries: Sequence[Summary]) -> list[tuple[str, ...]]:
                 format_latency(s.p50_seconds),
                 format_latency(s.p99_seconds),
                 str(s.errors),
+                f"{s.cpu_per_request * 1e6:,.0f}",
+                f"{s.cpu_busy:.0%}",
                 ratio,
             )
         )

@@ -30,8 +30,9 @@ from types import FrameType
 import cpu_load
 import report
 import targets
+from report import Measurement
 from targets import LaunchSpec, Target, TargetStartError
-from wrk_output import WrkOutputError, WrkResult, parse_wrk_output
+from wrk_output import WrkOutputError, parse_wrk_output
 
 TARGET_NAMES = ("origin", "nginx", "bastion")
 WRK_THREADS = 2
@@ -178,15 +179,16 @@ class Bench:
     running: dict[str, Target]
     foreign_loads: list[float] = field(default_factory=list)
 
-    def run_wrk(self, scenario: Scenario, target: Target, duration: int) -> WrkResult | None:
+    def run_wrk(self, scenario: Scenario, target: Target, duration: int) -> Measurement | None:
         """One wrk run; None (after saying why) if wrk failed or printed something unexpected.
 
-        Also samples how much CPU other processes took meanwhile (into foreign_loads).
+        Also measures the target's own CPU time and how much CPU other processes took.
         """
         argv = ["wrk", f"-t{WRK_THREADS}", f"-c{scenario.connections}", f"-d{duration}s"]
         argv += ["--latency", target.url(scenario.path)]
         cpus = self.pinning.load
         pgids = [t.process.pid for t in self.running.values()]
+        target_before = cpu_load.group_cpu_seconds([target.process.pid])
         before = cpu_load.LoadSnapshot.take(pgids)
         done = subprocess.run(
             argv,
@@ -197,15 +199,17 @@ class Bench:
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
         after = cpu_load.LoadSnapshot.take(pgids)
-        self.foreign_loads.append(cpu_load.foreign_load(before, after))
+        target_cpu = cpu_load.group_cpu_seconds([target.process.pid]) - target_before
         try:
-            return parse_wrk_output(done.stdout)
+            result = parse_wrk_output(done.stdout)
         except WrkOutputError as exc:
             log(f"  wrk against {target.name} failed ({exc}); exit {done.returncode}")
             log(_indent((done.stdout + done.stderr).strip() or "(no output)"))
             return None
+        foreign = cpu_load.foreign_load(before, after)
+        return Measurement(result, target_cpu, after.at - before.at, foreign)
 
-    def measure(self, scenario: Scenario, target: Target) -> WrkResult | None:
+    def measure(self, scenario: Scenario, target: Target) -> Measurement | None:
         """A measured run, waiting for a quiet machine first and measuring again (up to
         --retries times) when other processes took more than --max-foreign of it meanwhile."""
         args = self.args
@@ -213,12 +217,13 @@ class Bench:
             idle = cpu_load.wait_for_quiet(1.0 - args.max_foreign, args.quiet_wait)
             if idle < 1.0 - args.max_foreign:
                 log(f"  the machine is still only {idle:.0%} idle; measuring anyway")
-            result = self.run_wrk(scenario, target, args.duration)
-            foreign = self.foreign_loads[-1]
-            if result is None or foreign <= args.max_foreign or attempt == args.retries:
-                return result
-            log(f"  {target.name}: other processes took {foreign:.0%} of the machine; again")
-            self.foreign_loads.pop()
+            run = self.run_wrk(scenario, target, args.duration)
+            if run is None:
+                return None
+            if run.foreign_load <= args.max_foreign or attempt == args.retries:
+                self.foreign_loads.append(run.foreign_load)
+                return run
+            log(f"  {target.name}: other processes took {run.foreign_load:.0%}; measuring again")
         return None
 
     def scenario(self, scenario: Scenario) -> list[report.Summary]:
@@ -228,23 +233,14 @@ class Bench:
         for name in order if self.args.warmup > 0 else []:
             log(f"  warm-up {name} ({self.args.warmup}s)")
             self.run_wrk(scenario, self.running[name], self.args.warmup)
-            self.foreign_loads.pop()  # only measured runs count
-        results: dict[str, list[WrkResult]] = {name: [] for name in order}
+        runs: dict[str, list[Measurement]] = {name: [] for name in order}
         for round_number in range(1, self.args.rounds + 1):
             for name in order:
-                result = self.measure(scenario, self.running[name])
-                if result is not None:
-                    results[name].append(result)
-                    self._log_run(f"{round_number}/{self.args.rounds} {name:8}", result)
-        return [report.summarise(name, rs) for name, rs in results.items() if rs]
-
-    def _log_run(self, label: str, result: WrkResult) -> None:
-        log(
-            f"  round {label} {result.requests_per_sec:>10,.0f} req/s"
-            f"  p50 {report.format_latency(result.p50_seconds):>9}"
-            f"  p99 {report.format_latency(result.p99_seconds):>9}"
-            f"  errors {result.errors}  foreign CPU {self.foreign_loads[-1]:.0%}"
-        )
+                run = self.measure(scenario, self.running[name])
+                if run is not None:
+                    runs[name].append(run)
+                    log(f"  round {round_number}/{self.args.rounds} {name:8} {_describe(run)}")
+        return [report.summarise(name, rs) for name, rs in runs.items() if rs]
 
     def print_results(self, tables: list[tuple[Scenario, list[report.Summary]]]) -> None:
         args = self.args
@@ -268,6 +264,16 @@ class Bench:
             ratio = report.bastion_ratio(summaries)
             if ratio is not None:
                 print(f"\nbastion/nginx req/s: {ratio:.2f}")
+
+
+def _describe(run: Measurement) -> str:
+    return (
+        f"{run.wrk.requests_per_sec:>10,.0f} req/s"
+        f"  p50 {report.format_latency(run.wrk.p50_seconds):>9}"
+        f"  p99 {report.format_latency(run.wrk.p99_seconds):>9}"
+        f"  errors {run.wrk.errors}  CPU {run.cpu_per_request * 1e6:,.0f} µs/req"
+        f" ({run.cpu_busy:.0%} busy)  foreign {run.foreign_load:.0%}"
+    )
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:

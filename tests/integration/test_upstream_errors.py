@@ -13,8 +13,8 @@ import json
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,8 @@ def unused_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextmanager
-def listener_dropping_syns() -> Iterator[str]:
+@asynccontextmanager
+async def listener_dropping_syns() -> AsyncIterator[str]:
     """A listener that never accepts and whose accept queue is full: Linux drops further SYNs,
     so a connect attempt hangs until the connector's own timeout."""
     listener = socket.socket()
@@ -70,7 +70,7 @@ def listener_dropping_syns() -> Iterator[str]:
             filler.setblocking(False)
             filler.connect_ex(address)
             fillers.append(filler)
-        time.sleep(0.05)  # let the handshakes that fit complete
+        await asyncio.sleep(0.05)  # let the handshakes that fit complete
         yield f"{address[0]}:{address[1]}"
     finally:
         for filler in fillers:
@@ -100,11 +100,13 @@ async def test_refused_origin_gets_502_with_request_id(tmp_path: Path) -> None:
 
 
 async def test_connect_timeout_gets_504() -> None:
-    with listener_dropping_syns() as address:
-        async with proxy_to(address, upstream='timeouts = { connect = "200ms" }') as port:
-            started = time.monotonic()
-            response = await http_get(port, "/slow-to-connect", timeout=3.0)
-            elapsed = time.monotonic() - started
+    async with (
+        listener_dropping_syns() as address,
+        proxy_to(address, upstream='timeouts = { connect = "200ms" }') as port,
+    ):
+        started = time.monotonic()
+        response = await http_get(port, "/slow-to-connect", timeout=3.0)
+        elapsed = time.monotonic() - started
     assert_error_answer(response, 504)
     assert 0.15 <= elapsed < 1.0
 

@@ -107,9 +107,10 @@ class H1ResponseReader:
     def on_message_begin(self) -> None:
         self._headers = []
         self._trailers = None
+        self._reason = b""
 
     def on_status(self, reason: bytes) -> None:
-        self._reason = reason
+        self._reason += reason  # llhttp may hand the reason over in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailers is not None:
@@ -130,7 +131,10 @@ class H1ResponseReader:
 
     def on_message_complete(self) -> None:
         status = self._parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if status == 101:
+            self.done = self.switched = True  # what follows is the new protocol
+            return
+        if 100 <= status < 200:
             return  # an interim response; the final one follows
         if not self.done:
             self._finish()

@@ -65,9 +65,12 @@ class H1RequestReader:
         "_max_uri_size",
         "_parser",
         "_pending_upgrade",
+        "_refusal",
         "_skip_synthetic_head",
         "_trailers",
+        "_uri_bytes",
         "_url_parts",
+        "failure",
         "upgrade_buffer",
     )
 
@@ -81,7 +84,10 @@ class H1RequestReader:
         self._url_parts: list[bytes] = []
         self._head: RequestHead | None = None
         self._head_bytes = 0
+        self._uri_bytes = 0
         self._in_head = False
+        self.failure: ProxyError | None = None
+        self._refusal: ProxyError | None = None
         self._pending_upgrade = False
         self._skip_synthetic_head = False
         self.upgrade_buffer = b""
@@ -92,7 +98,14 @@ class H1RequestReader:
         return self._in_head or self._head is not None
 
     def feed(self, data: bytes) -> list[Event]:
-        """Parse `data`; returns the events it completes. Raises ProxyError (then close)."""
+        """Parse `data`; returns the events it completes.
+
+        A malformed request raises ProxyError (answer it, then close) — but only once the
+        events completed before it in the same read have been handed out: the error is then
+        kept in `failure` and raised by the next call.
+        """
+        if self.failure is not None:
+            raise self.failure
         if self._pending_upgrade:
             self.upgrade_buffer += data
             if len(self.upgrade_buffer) > _MAX_UPGRADE_BUFFER:
@@ -100,22 +113,43 @@ class H1RequestReader:
             return []
         events: list[Event] = []
         self._events = events
+        was_in_head = self._in_head
+        try:
+            self._feed_parser(data)
+            self._check_head_size(data, was_in_head)
+        except ProxyError as error:
+            # Hand out only the requests completed before the error: the malformed one,
+            # even a head of it that parsed, must never reach an origin.
+            complete = _through_last_end(events)
+            if not complete:
+                raise
+            self.failure = error
+            return complete
+        return events
+
+    def _feed_parser(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._after_upgrade_request(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as failure:
-            cause = failure.__context__
-            if isinstance(cause, _RefusalError):
-                raise cause.error from None
-            raise
+            # The refusal a callback raised is kept on the reader: httptools chains its own
+            # error to whatever exception is being handled, which may not be ours.
+            refusal, self._refusal = self._refusal, None
+            if refusal is not None:
+                raise refusal from None
+            raise ProxyError(ErrorKind.BAD_REQUEST, str(failure)) from None
         except httptools.HttpParserError as failure:
             raise ProxyError(ErrorKind.BAD_REQUEST, str(failure)) from None
-        if self._in_head:
+
+    def _check_head_size(self, data: bytes, was_in_head: bool) -> None:
+        """Bound what llhttp buffers for an unfinished head (a header line never ending)."""
+        if not self._in_head:
+            return
+        if was_in_head:
             self._head_bytes += len(data)
-            if self._head_bytes > self._max_header_size + self._max_uri_size:
-                raise ProxyError(ErrorKind.HEADERS_TOO_LARGE, "request head too large")
-        return events
+        if self._head_bytes > self._max_header_size + self._max_uri_size:
+            raise ProxyError(ErrorKind.HEADERS_TOO_LARGE, "request head too large")
 
     def accept_upgrade(self) -> bytes:
         """The bytes that followed an upgrade request: the start of the tunnel."""
@@ -148,28 +182,39 @@ class H1RequestReader:
             framing = b"Content-Length: %d" % (head.content_length or 0)
         self._parser.feed_data(b"POST / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
         self._head = head
-        self._parser.feed_data(rest)
+        self._feed_parser(rest)
 
     # -- llhttp callbacks -------------------------------------------------------------
+
+    def _refuse(self, error: ProxyError) -> _RefusalError:
+        self._refusal = error
+        return _RefusalError(error)
 
     def on_message_begin(self) -> None:
         self._headers = []
         self._trailers = None
         self._url_parts = []
+        self._uri_bytes = 0
         self._head_bytes = 0
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         self._url_parts.append(url)
+        self._uri_bytes += len(url)
         self._head_bytes += len(url)
-        if self._head_bytes > self._max_uri_size:
-            raise _RefusalError(ProxyError(ErrorKind.URI_TOO_LONG, "request-target too long"))
+        if self._uri_bytes > self._max_uri_size:
+            raise self._refuse(ProxyError(ErrorKind.URI_TOO_LONG, "request-target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailers is not None:
             self._trailers.append((name.lower(), value))
-        else:
-            self._headers.append((name.lower(), value))
+            return
+        self._head_bytes += len(name) + len(value) + 4
+        if b"_" in name:
+            # Like nginx: `Content_Length` and friends may reach a CGI/WSGI origin as the
+            # same variable as the real header. Such fields are dropped, never forwarded.
+            return
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -178,13 +223,16 @@ class H1RequestReader:
             self._skip_synthetic_head = False
             return
         url = b"".join(self._url_parts)
-        size = len(url) + sum(len(n) + len(v) + 4 for n, v in self._headers)
+        # Request line and header block as a well-formed client writes them ("Name: value",
+        # CRLF endings): exact for those, and what the size limit and the log count.
+        size = len(self._parser.get_method()) + len(url) + 12
+        size += sum(len(n) + len(v) + 4 for n, v in self._headers) + 2
         try:
             if size > self._max_header_size:
                 raise ProxyError(ErrorKind.HEADERS_TOO_LARGE, "request headers too large")
             head = self._build_head(url, size)
         except ProxyError as error:
-            raise _RefusalError(error) from None
+            raise self._refuse(error) from None
         self._head = head
         self._events.append(head)
 
@@ -234,6 +282,13 @@ class H1RequestReader:
             upgrade=switch,
             head_size=size,
         )
+
+
+def _through_last_end(events: list[Event]) -> list[Event]:
+    for index in range(len(events) - 1, -1, -1):
+        if type(events[index]) is EndOfMessage:
+            return events[: index + 1]
+    return []
 
 
 def _scan_headers(

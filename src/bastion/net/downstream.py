@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -71,7 +72,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.client: ClientInfo | None = None
         self._reader: H1RequestReader | None = None
         self._exchange: Exchange | None = None
-        self._backlog: deque[Event] | None = None
+        self._backlog: deque[Event | ProxyError] | None = None
         self._write_paused = False
         self._read_paused = False
         self._closing = False
@@ -143,10 +144,12 @@ class DownstreamConnection(asyncio.Protocol):
         try:
             events = reader.feed(data)
         except ProxyError as error:
-            self._refuse(error)
+            self._on_event(error)
             return
         for event in events:
             self._on_event(event)
+        if reader.failure is not None:
+            self._on_event(reader.failure)  # answered in turn, after the requests before it
 
     def eof_received(self) -> bool:
         if self._tunnel is not None:
@@ -183,11 +186,21 @@ class DownstreamConnection(asyncio.Protocol):
 
     # -- requests ---------------------------------------------------------------------
 
-    def _on_event(self, event: Event) -> None:
+    def _on_event(self, event: Event | ProxyError) -> None:
         if self._backlog is not None:
             self._backlog.append(event)
             return
         exchange = self._exchange
+        if isinstance(event, ProxyError):
+            if exchange is None:
+                self._refuse(event)
+            elif not exchange.request_complete:
+                exchange.close_after = True  # the error is in this request's own body
+                exchange.fail(event)
+            else:
+                self._backlog = deque([event])  # a later pipelined request: answer in turn
+                self.pause_reading()
+            return
         if type(event) is BodyChunk:
             if exchange is not None:
                 exchange.request_body(event.data)
@@ -205,7 +218,7 @@ class DownstreamConnection(asyncio.Protocol):
         assert self.client is not None
         self._cancel_timer()
         pipeline = self._pipeline_ref.pipeline
-        ctx = RequestContext(head, self.client, self.loop.time())
+        ctx = RequestContext(head, self.client, time.monotonic())
         exchange = Exchange(ctx, self)
         if self._registry.draining:
             exchange.close_after = True
@@ -236,6 +249,8 @@ class DownstreamConnection(asyncio.Protocol):
                 return
             for event in events:
                 self._on_event(event)
+            if reader.failure is not None:
+                self._on_event(reader.failure)
         self._next_request()
 
     def _next_request(self) -> None:
@@ -273,24 +288,16 @@ class DownstreamConnection(asyncio.Protocol):
         self._cancel_timer()
         if transport is None:
             return
-        if self._exchange is None or not self._exchange.response_started:
-            if self._exchange is not None:
-                self._exchange.fail(error)
-                return
-            status = error.status
-            body = f"{status} {reason_phrase(status).decode()}\n".encode()
-            headers = [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]
-            transport.write(serialize_response_head(status, b"", headers) + body)
-            log.info(
-                "refused request from %s: %s", self.client.peer_ip if self.client else "-", error
-            )
-            transport.close()
-        else:
-            transport.abort()
+        status = error.status
+        body = f"{status} {reason_phrase(status).decode()}\n".encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        transport.write(serialize_response_head(status, b"", headers) + body)
+        log.info("refused request from %s: %s", self.client.peer_ip if self.client else "-", error)
+        transport.close()
 
     def _arm_timer(self, timeout: float) -> None:
         self._deadline = self.loop.time() + timeout

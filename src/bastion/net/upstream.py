@@ -141,6 +141,8 @@ class UpstreamConnection(asyncio.Protocol):
                 return
         if self.reader.switched:
             listener.on_switched(self.reader.tunnel_data)
+        else:
+            listener.flush()
 
     def eof_received(self) -> bool:
         if self.tunnel_peer is not None:

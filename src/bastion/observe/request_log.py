@@ -23,7 +23,7 @@ class AccessLogger:
 
     def log_exchange(self, ex: Exchange) -> None:
         ctx = ex.ctx
-        now = ex.loop.time()
+        now = time.monotonic()
         record = AccessRecord()
         head = ctx.head
         record.start_time = time.time() - (now - ctx.started)

@@ -10,6 +10,7 @@ body. It talks to both connections only through the ports in `bastion.proxy.port
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -74,7 +75,9 @@ class Exchange:
         self._tunnel_first_bytes = b""
         self.switch_head: ResponseHead | None = None
         self.upstream_head_bytes = b""
+        self._pending_head = b""
         self.retried = False
+        self.tunnel_requested = False  # the Upgrade was forwarded: a 101 may follow
         self.task: asyncio.Task[None] | None = None  # only while connecting to an origin
         self.on_done: Callable[[Exchange], None] = _nothing
 
@@ -152,10 +155,9 @@ class Exchange:
         return upstream
 
     def on_response_head(self, head: ResponseHead) -> None:
-        now = self.loop.time()
-        self.last_upstream_activity = now
+        self.last_upstream_activity = self.loop.time()
         if self.first_byte_at is None:
-            self.first_byte_at = now
+            self.first_byte_at = time.monotonic()
         if head.informational:
             self._relay_informational(head)
             return
@@ -167,16 +169,24 @@ class Exchange:
     def on_response_body(self, data: bytes) -> None:
         self.last_upstream_activity = self.loop.time()
         self.bytes_out += len(data)
-        if self.chunked_out:
-            self.downstream.write(chunk(data))
-        else:
-            self.downstream.write(data)
+        out = chunk(data) if self.chunked_out else data
+        if self._pending_head:
+            out = self._pending_head + out
+            self._pending_head = b""
+        self.downstream.write(out)
         if self.downstream.write_paused and self.upstream is not None:
             self.upstream.pause_reading()
 
     def on_response_end(self, trailers: Headers) -> None:
-        if self.chunked_out:
-            self.downstream.write(last_chunk(trailers))
+        if self.response_head is None:
+            self._resolve(ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "no final response head"))
+            return
+        out = last_chunk(trailers) if self.chunked_out else b""
+        if self._pending_head:
+            out = self._pending_head + out
+            self._pending_head = b""
+        if out:
+            self.downstream.write(out)
         self.response_complete = True
         self._resolve(None)
 
@@ -184,7 +194,7 @@ class Exchange:
         self._resolve(error)
 
     def on_switched(self, data: bytes) -> None:
-        if self.switch_head is None or self.ctx.head.upgrade is None:
+        if self.switch_head is None or not self.tunnel_requested:
             self._resolve(ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "unrequested protocol switch"))
             return
         self.switched = True
@@ -232,14 +242,19 @@ class Exchange:
             headers = without_hop_by_hop(head.headers)
             self.downstream.write(serialize_response_head(head.status, head.reason, headers))
 
-    def send_head(self, head: ResponseHead) -> None:
-        """Run the response-header filters, choose the client framing, write the head."""
+    def send_head(self, head: ResponseHead, body: bytes | None = None) -> None:
+        """Run the response-header filters, choose the client framing, send the head.
+
+        With `body` (a local answer) head and body are written at once; otherwise the head
+        waits for the first body bytes or the end of the origin's read, so a small response
+        costs one write.
+        """
         ctx = self.ctx
         route = ctx.route
-        headers = without_hop_by_hop(head.headers)
         if route is not None:
             for response_filter in route.response_filters:
                 response_filter.response_headers(ctx, head)
+        headers = without_hop_by_hop(head.headers)
         client_version = ctx.head.http_version
         if head.framing is Framing.CHUNKED or head.framing is Framing.CLOSE:
             if client_version == b"1.1":
@@ -254,9 +269,17 @@ class Exchange:
         append_via(headers, head.http_version)
         self.response_started = True
         self.status = head.status
-        self.downstream.write(
-            serialize_response_head(head.status, head.reason, headers, client_version)
-        )
+        out = serialize_response_head(head.status, head.reason, headers, client_version)
+        if body is None:
+            self._pending_head = out
+        else:
+            self.downstream.write(out + body)
+
+    def flush(self) -> None:
+        """Write a head still waiting for body bytes (end of the origin's read)."""
+        if self._pending_head:
+            self.downstream.write(self._pending_head)
+            self._pending_head = b""
 
     def _resolve(self, error: ProxyError | None) -> None:
         if not self.finished.done():

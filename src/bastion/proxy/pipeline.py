@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
@@ -152,6 +153,7 @@ class Pipeline:
         assert route is not None and route.upstream is not None
         upstream = route.upstream
         tunnel = route.websocket and ctx.head.upgrade is not None
+        ex.tunnel_requested = tunnel
         server = upstream.pick_server()
         ctx.server = server
         ex.upstream_head_bytes = self.upstream_head(ctx, tunnel)
@@ -165,7 +167,7 @@ class Pipeline:
     async def _connect_and_send(self, ex: Exchange, replay: bool) -> None:
         ctx = ex.ctx
         assert ctx.route is not None and ctx.route.upstream is not None and ctx.server
-        started = ex.loop.time()
+        started = time.monotonic()
         try:
             link = await self.connector.connect(ctx.route.upstream, ctx.server)
         except ProxyError as failure:
@@ -179,7 +181,7 @@ class Pipeline:
             self.connector.release(link, None)
             self._finish(ex, ex.finished.result())
             return
-        ex.connect_time = ex.loop.time() - started
+        ex.connect_time = time.monotonic() - started
         self._send(ex, link, replay)
 
     def _send(self, ex: Exchange, link: UpstreamLink, replay: bool) -> None:
@@ -221,11 +223,9 @@ class Pipeline:
 
     @staticmethod
     def _may_retry(ex: Exchange, error: ProxyError) -> bool:
-        return (
-            error.retryable
-            and ex.replayable
-            and (ex.ctx.head.method in _IDEMPOTENT or not ex.sent_any_body)
-        )
+        # The head reached the origin, which may have acted on it: only idempotent
+        # requests are sent again (RFC 9110 9.2.2).
+        return error.retryable and ex.replayable and ex.ctx.head.method in _IDEMPOTENT
 
     def _settle_upstream(self, ex: Exchange, error: ProxyError | None) -> None:
         link = ex.detach_upstream()
@@ -267,10 +267,9 @@ class Pipeline:
         if not ex.request_complete:
             ex.close_after = True
         ex.ctx.flag = reply.flag
-        ex.send_head(head)
-        if ex.ctx.head.method != b"HEAD" and reply.body:
-            ex.downstream.write(reply.body)
-            ex.bytes_out += len(reply.body)
+        body = b"" if ex.ctx.head.method == b"HEAD" else reply.body
+        ex.send_head(head, body)
+        ex.bytes_out += len(body)
         ex.response_complete = True
         ex.status = reply.status
 
@@ -299,6 +298,7 @@ class Pipeline:
         reply = LocalReply(status, [(b"x-request-id", ctx.request_id.encode())], body.encode())
         self.send_local(ex, reply)
         ctx.flag = error.kind.flag
+
 
 class ExchangeWatchdog:
     """Fails exchanges whose origin stays silent past its read timeout, or whose client
@@ -346,4 +346,3 @@ class ExchangeWatchdog:
 def _set_header(headers: Headers, name: bytes, value: bytes) -> None:
     headers[:] = [(n, v) for n, v in headers if n != name]
     headers.append((name, value))
-

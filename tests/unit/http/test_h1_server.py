@@ -59,12 +59,16 @@ def parse_bytewise(data: bytes, **limits: int) -> list[Event]:
 
 
 def refusal(data: bytes, *, bytewise: bool = False, **limits: int) -> ProxyError:
-    """The ProxyError the reader raises for `data` (fails the test if it raises none)."""
+    """The ProxyError the reader raises for `data` (fails the test if it raises none).
+
+    A reader may hand out the events completed before an error first and raise on the next
+    feed, so an empty feed follows the data.
+    """
+    reader = H1RequestReader(**limits)
+    pieces = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
     with pytest.raises(ProxyError) as caught:
-        if bytewise:
-            parse_bytewise(data, **limits)
-        else:
-            parse(data, **limits)
+        for piece in [*pieces, b""]:
+            reader.feed(piece)
     return caught.value
 
 
@@ -220,6 +224,21 @@ def test_events_completed_before_an_error_in_the_same_feed_are_not_lost() -> Non
     assert merged(events) == parse(valid)
 
 
+def test_no_event_of_a_request_broken_in_its_body_is_handed_out_from_the_same_read() -> None:
+    # Its head is valid, but its body is not: handing the head out would start a request at
+    # the origin that can never be completed honestly.
+    valid = get_with(b"")
+    broken = b"POST /broken HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+    for data in (broken, valid + broken):
+        reader = H1RequestReader()
+        events: list[Event] = []
+        with pytest.raises(ProxyError) as caught:
+            events += reader.feed(data)
+            events += reader.feed(b"")
+        assert caught.value.status == 400
+        assert b"/broken" not in [head.target for head in heads(events)]
+
+
 # -- malformed requests: status table -------------------------------------------------------
 
 MALFORMED = [
@@ -332,6 +351,7 @@ def test_malformed_request_after_a_valid_one_is_refused(data: bytes, status: int
     assert heads(merged(reader.feed(get_with(b""))))[0].target == b"/"
     with pytest.raises(ProxyError) as caught:
         reader.feed(data)
+        reader.feed(b"")
     assert caught.value.status == status
 
 
@@ -371,6 +391,21 @@ def test_only_http10_and_http11_request_lines_are_accepted(request_line: bytes) 
 def test_http20_label_does_not_bypass_the_transfer_encoding_rules() -> None:
     data = b"POST / HTTP/2.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     assert refusal(data).status in (400, 505)
+
+
+@pytest.mark.parametrize(
+    "lookalike", [b"Transfer_Encoding: chunked", b"Content_Length: 5", b"Host_: other"]
+)
+def test_underscore_lookalike_of_a_framing_field_is_never_handed_on(lookalike: bytes) -> None:
+    # CGI/WSGI origins read `Transfer_Encoding` as Transfer-Encoding: refuse it or drop it.
+    data = post(b"Content-Length: 5\r\n" + lookalike + b"\r\n", b"0\r\n\r\n")
+    try:
+        events = parse(data)
+    except ProxyError as error:
+        assert error.status == 400
+        return
+    assert all(b"_" not in name for name, _ in heads(events)[0].headers)
+    assert body_of(events) == b"0\r\n\r\n"
 
 
 # -- size limits ----------------------------------------------------------------------------
@@ -517,9 +552,31 @@ def test_upgrade_request_with_a_body_then_bad_bytes_in_the_same_read_gets_400(da
     # never escape as a raw httptools exception past the connection's error handling.
     head_end = data.index(b"\r\n\r\n") + 4
     with pytest.raises(ProxyError) as split:
-        feed_pieces(H1RequestReader(), [data[:head_end], data[head_end:]])
+        feed_pieces(H1RequestReader(), [data[:head_end], data[head_end:], b""])
     assert split.value.status == 400
     assert refusal(data).status == 400
+
+
+@pytest.mark.parametrize(
+    ("follower", "status"),
+    [
+        (b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n" + HOST + b"\r\n", 414),
+        (get_with(b"X-Big: " + b"a" * 5000 + b"\r\n"), 431),
+        (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405),
+    ],
+    ids=["uri-too-long", "headers-too-large", "connect"],
+)
+def test_request_behind_an_upgrade_request_with_a_body_keeps_its_own_status(
+    follower: bytes, status: int
+) -> None:
+    # One read or two, the request behind the (unswitched) upgrade request gets its status.
+    limits = {"max_header_size": 4096, "max_uri_size": 1024}
+    first = UPGRADE_WITH_BODY + b"Content-Length: 2\r\n\r\nab"
+    for pieces in ([first + follower], [first, follower]):
+        reader = H1RequestReader(**limits)
+        with pytest.raises(ProxyError) as caught:
+            feed_pieces(reader, [*pieces, b""])
+        assert caught.value.status == status, len(pieces)
 
 
 def test_upgrade_request_with_a_body_then_an_upgrade_request_in_the_same_read() -> None:
@@ -573,7 +630,8 @@ def test_serialized_response_head_reads_back_identically() -> None:
 
 # -- hypothesis ----------------------------------------------------------------------------
 
-TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# RFC 9110 tchar without "_": fields named with one are bastion's to drop (see below).
+TOKEN_CHARS = "!#$%&'*+-.^`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 FRAMING_NAMES = {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade",
                  b"expect", b"keep-alive", b"proxy-connection", b"te", b"trailer"}  # fmt: skip
 METHODS = [b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"HEAD", b"PURGE"]
@@ -644,7 +702,7 @@ def summary(events: list[Event]) -> list[tuple[object, ...]]:
     return out
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_valid_requests_round_trip_whatever_the_split(data: st.DataObject) -> None:
     requests = data.draw(st.lists(valid_requests(), min_size=1, max_size=3))
