@@ -17,8 +17,8 @@ import pytest
 
 from tests.support.client import RawClient, RawResponse, request_bytes
 from tests.support.origins import AutonomousOrigin, pattern_bytes
-from tests.support.subprocess_proxy import BastionProcess, bastion_process
 from tests.support.proxy import single_route_config
+from tests.support.subprocess_proxy import BastionProcess, bastion_process
 
 MIB = 1024 * 1024
 BIG = 64 * MIB
@@ -113,7 +113,10 @@ def assert_pattern_body(response: RawResponse, size: int) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_64mib_download_streams_with_bounded_memory(tmp_path: Path, chunked: bool) -> None:
-    async with AutonomousOrigin() as origin, bastion_process(proxy_config(origin), tmp_path) as bastion:
+    async with (
+        AutonomousOrigin() as origin,
+        bastion_process(proxy_config(origin), tmp_path) as bastion,
+    ):
         watch = await warmed_up_watch(bastion)
         flag = "&chunked=1" if chunked else ""
         response = await download(bastion.port, f"/bytes?n={BIG}&chunk={PIECE}{flag}")
@@ -125,7 +128,10 @@ async def test_64mib_download_streams_with_bounded_memory(tmp_path: Path, chunke
 @pytest.mark.slow
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_64mib_upload_streams_with_bounded_memory(tmp_path: Path, chunked: bool) -> None:
-    async with AutonomousOrigin() as origin, bastion_process(proxy_config(origin), tmp_path) as bastion:
+    async with (
+        AutonomousOrigin() as origin,
+        bastion_process(proxy_config(origin), tmp_path) as bastion,
+    ):
         watch = await warmed_up_watch(bastion)
         response = await upload(bastion.port, "/upload", BIG, chunked=chunked)
         assert response.status == 200
@@ -143,7 +149,10 @@ async def test_64mib_upload_streams_with_bounded_memory(tmp_path: Path, chunked:
 async def test_client_that_stops_reading_pauses_the_origin_instead_of_buffering(
     tmp_path: Path,
 ) -> None:
-    async with AutonomousOrigin() as origin, bastion_process(proxy_config(origin), tmp_path) as bastion:
+    async with (
+        AutonomousOrigin() as origin,
+        bastion_process(proxy_config(origin), tmp_path) as bastion,
+    ):
         watch = await warmed_up_watch(bastion)
         async with RawClient(bastion.port) as client:
             await client.send(request_bytes("GET", f"/bytes?n={BIG}&chunk={PIECE}"))
@@ -158,9 +167,54 @@ async def test_client_that_stops_reading_pauses_the_origin_instead_of_buffering(
 async def test_slow_origin_reader_slows_the_upload_with_bounded_memory(tmp_path: Path) -> None:
     size = 16 * MIB
     # The origin reads at most 64 KiB per read and sleeps 20 ms after each: ~3 MiB/s.
-    async with AutonomousOrigin() as origin, bastion_process(proxy_config(origin), tmp_path) as bastion:
+    async with (
+        AutonomousOrigin() as origin,
+        bastion_process(proxy_config(origin), tmp_path) as bastion,
+    ):
         watch = await warmed_up_watch(bastion)
         response = await upload(bastion.port, "/upload?delay_per_chunk=0.02", size, chunked=False)
         assert response.status == 200
         assert response.json() == {"body_len": size, "body_sha256": pattern_sha256(size)}
-        watch.assert_bounded(budget_kib=SLOW_ORIGIN_BUDGET_KIB, what="16 MiB upload to a slow origin")
+        watch.assert_bounded(
+            budget_kib=SLOW_ORIGIN_BUDGET_KIB, what="16 MiB upload to a slow origin"
+        )
+
+
+async def _send_pattern(client: RawClient, size: int) -> None:
+    for offset in range(0, size, PIECE):
+        await client.send(pattern_bytes(min(PIECE, size - offset), offset))
+
+
+async def _receive_sha256(client: RawClient, size: int) -> str:
+    digest, received = hashlib.sha256(), 0
+    while received < size:
+        piece = await client.read_some(timeout=TRANSFER_TIMEOUT)
+        assert piece, f"tunnel closed after {received} of {size} bytes"
+        digest.update(piece)
+        received += len(piece)
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+async def test_upgraded_tunnel_with_a_client_that_stops_reading_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    """64 MiB through an echo tunnel while the client reads nothing for a second: the tunnel
+    must stop reading each side whose peer cannot keep up, not hold the bytes."""
+    async with (
+        AutonomousOrigin() as origin,
+        bastion_process(proxy_config(origin), tmp_path) as bastion,
+    ):
+        watch = await warmed_up_watch(bastion)
+        async with RawClient(bastion.port) as client:
+            upgrade = [("Connection", "Upgrade"), ("Upgrade", "echo-proto")]
+            await client.send(request_bytes("GET", "/upgrade", headers=upgrade))
+            assert (await client.read_response(timeout=5.0)).status == 101
+            sending = asyncio.create_task(_send_pattern(client, BIG))
+            await asyncio.sleep(1.0)  # nothing read: the echo backs up to the client's writes
+            watch.assert_bounded(what="tunnel while the client was not reading")
+            assert not sending.done(), "64 MiB went into the tunnel with nobody reading"
+            received_sha256 = await _receive_sha256(client, BIG)
+            await sending
+        assert received_sha256 == pattern_sha256(BIG)
+        watch.assert_bounded(what="64 MiB through a tunnel")

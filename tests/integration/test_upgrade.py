@@ -31,9 +31,7 @@ from tests.support.proxy import running_proxy, single_route_config
 
 IDLE_TIMEOUT = 0.3
 SHORT_IDLE = f'timeouts = {{ idle = "{IDLE_TIMEOUT * 1000:g}ms" }}'
-SWITCH = (
-    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo-proto\r\n\r\n"
-)
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo-proto\r\n\r\n"
 
 
 def config(origin_address: str, *, route: str = "", upstream: str = "") -> str:
@@ -43,9 +41,7 @@ def config(origin_address: str, *, route: str = "", upstream: str = "") -> str:
 
 
 def upgrade_request(target: str = "/upgrade", protocol: str = "echo-proto") -> bytes:
-    return request_bytes(
-        "GET", target, headers=[("Connection", "Upgrade"), ("Upgrade", protocol)]
-    )
+    return request_bytes("GET", target, headers=[("Connection", "Upgrade"), ("Upgrade", protocol)])
 
 
 def websocket_request(target: str = "/echo") -> bytes:
@@ -86,6 +82,23 @@ async def switch(client: RawClient, early: bytes = b"") -> RawResponse:
 async def echoed(client: RawClient, data: bytes) -> bytes:
     await client.send(data)
     return await client.stream.read_exactly(len(data), timeout=2.0)
+
+
+@asynccontextmanager
+async def proxied_client(
+    origin_address: str, *, route: str = "", upstream: str = ""
+) -> AsyncIterator[tuple[ProxyServer, RawClient]]:
+    """Bastion in front of `origin_address`, and a client connected to it."""
+    toml = config(origin_address, route=route, upstream=upstream)
+    async with running_proxy(toml) as proxy, RawClient(proxy.ports[0]) as client:
+        yield proxy, client
+
+
+@asynccontextmanager
+async def scripted_tunnel() -> AsyncIterator[tuple[ProxyServer, RawClient, ScriptedConnection]]:
+    """A tunnel switched by a scripted origin: (proxy, client, the origin's connection)."""
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        yield proxy, client, await scripted_switch(client, origin)
 
 
 async def scripted_switch(client: RawClient, origin: ScriptedOrigin) -> ScriptedConnection:
@@ -171,15 +184,14 @@ async def test_websocket_extension_negotiation_passes_both_ways() -> None:
 
 async def test_generic_upgrade_echoes_raw_bytes_both_ways_including_early_bytes() -> None:
     early = b"EARLY\x00\xff bytes sent with the request head"
-    async with AutonomousOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            response = await switch(client, early)
-            assert response.header("upgrade") == b"echo-proto"
-            assert "upgrade" in tokens(response.header("connection"))
-            assert await client.stream.read_exactly(len(early), timeout=2.0) == early
-            looks_like_http = b"GET /not-parsed HTTP/1.1\r\nHost: x\r\n\r\n"
-            assert await echoed(client, looks_like_http) == looks_like_http
-            assert await echoed(client, bytes(range(256)) * 4) == bytes(range(256)) * 4
+    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        response = await switch(client, early)
+        assert response.header("upgrade") == b"echo-proto"
+        assert "upgrade" in tokens(response.header("connection"))
+        assert await client.stream.read_exactly(len(early), timeout=2.0) == early
+        looks_like_http = b"GET /not-parsed HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert await echoed(client, looks_like_http) == looks_like_http
+        assert await echoed(client, bytes(range(256)) * 4) == bytes(range(256)) * 4
         seen = origin.requests[-1]
         assert seen.header("upgrade") == "echo-proto"
         assert "upgrade" in tokens(seen.header("connection"))
@@ -188,156 +200,150 @@ async def test_generic_upgrade_echoes_raw_bytes_both_ways_including_early_bytes(
 
 async def test_generic_tunnel_carries_megabytes_both_ways_at_once() -> None:
     size = 8 * 1024 * 1024
-    async with AutonomousOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await switch(client)
+    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        await switch(client)
 
-            async def write_all() -> str:
-                digest = hashlib.sha256()
-                for offset in range(0, size, 100_003):
-                    piece = pattern_bytes(min(100_003, size - offset), offset)
-                    digest.update(piece)
-                    await client.send(piece)
-                return digest.hexdigest()
+        async def write_all() -> str:
+            digest = hashlib.sha256()
+            for offset in range(0, size, 100_003):
+                piece = pattern_bytes(min(100_003, size - offset), offset)
+                digest.update(piece)
+                await client.send(piece)
+            return digest.hexdigest()
 
-            async def read_all() -> str:
-                digest, got = hashlib.sha256(), 0
-                while got < size:
-                    piece = await client.read_some(timeout=5.0)
-                    assert piece, "tunnel closed early"
-                    digest.update(piece)
-                    got += len(piece)
-                return digest.hexdigest()
+        async def read_all() -> str:
+            digest, got = hashlib.sha256(), 0
+            while got < size:
+                piece = await client.read_some(timeout=5.0)
+                assert piece, "tunnel closed early"
+                digest.update(piece)
+                got += len(piece)
+            return digest.hexdigest()
 
-            sent_digest, received_digest = await asyncio.gather(write_all(), read_all())
+        sent_digest, received_digest = await asyncio.gather(write_all(), read_all())
         assert received_digest == sent_digest
 
 
 async def test_bytes_the_origin_sends_with_its_101_reach_the_client() -> None:
-    async with ScriptedOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await client.send(upgrade_request())
-            conn = await origin.accept(timeout=2.0)
-            await conn.read_request_head(timeout=2.0)
-            await conn.send(SWITCH + b"server speaks first")
-            assert (await client.read_response(timeout=2.0)).status == 101
-            assert await client.stream.read_exactly(19, timeout=2.0) == b"server speaks first"
-            await client.send(b"client answers")
-            assert await conn.read_exactly(14, timeout=2.0) == b"client answers"
-            await conn.close()
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        await client.send(upgrade_request())
+        conn = await origin.accept(timeout=2.0)
+        await conn.read_request_head(timeout=2.0)
+        await conn.send(SWITCH + b"server speaks first")
+        assert (await client.read_response(timeout=2.0)).status == 101
+        assert await client.stream.read_exactly(19, timeout=2.0) == b"server speaks first"
+        await client.send(b"client answers")
+        assert await conn.read_exactly(14, timeout=2.0) == b"client answers"
+        await conn.close()
 
 
 # -- idle timeout and closing ------------------------------------------------------------------
 
 
 async def test_idle_tunnel_is_closed_after_the_idle_timeout() -> None:
-    async with AutonomousOrigin() as origin, running_proxy(
-        config(origin.address, upstream=SHORT_IDLE)
-    ) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await switch(client)
-            assert await echoed(client, b"ping") == b"ping"
-            last_activity = time.monotonic()
-            assert await client.wait_closed(timeout=3.0)
-            silent_for = time.monotonic() - last_activity
+    async with (
+        AutonomousOrigin() as origin,
+        proxied_client(origin.address, upstream=SHORT_IDLE) as (proxy, client),
+    ):
+        await switch(client)
+        assert await echoed(client, b"ping") == b"ping"
+        last_activity = time.monotonic()
+        assert await client.wait_closed(timeout=3.0)
+        silent_for = time.monotonic() - last_activity
         assert IDLE_TIMEOUT * 0.8 <= silent_for < IDLE_TIMEOUT + 1.0
         assert await eventually(lambda: origin.open_connections == 0)
 
 
 async def test_traffic_keeps_the_tunnel_open_past_the_idle_timeout() -> None:
-    async with AutonomousOrigin() as origin, running_proxy(
-        config(origin.address, upstream=SHORT_IDLE)
-    ) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await switch(client)
-            started = time.monotonic()
-            while time.monotonic() - started < IDLE_TIMEOUT * 3:
-                assert await echoed(client, b"tick") == b"tick"
-                await asyncio.sleep(IDLE_TIMEOUT / 3)
-            assert not client.closed_by_peer
-            assert await client.wait_closed(timeout=3.0)
+    async with (
+        AutonomousOrigin() as origin,
+        proxied_client(origin.address, upstream=SHORT_IDLE) as (proxy, client),
+    ):
+        await switch(client)
+        started = time.monotonic()
+        while time.monotonic() - started < IDLE_TIMEOUT * 3:
+            assert await echoed(client, b"tick") == b"tick"
+            await asyncio.sleep(IDLE_TIMEOUT / 3)
+        assert not client.closed_by_peer
+        assert await client.wait_closed(timeout=3.0)
 
 
 async def test_client_closing_closes_the_origin_connection() -> None:
-    async with ScriptedOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            conn = await scripted_switch(client, origin)
-            await client.send(b"last words")
-            assert await conn.read_exactly(10, timeout=2.0) == b"last words"
-            await client.close()
-            assert await conn.wait_closed_by_peer(timeout=2.0)
-            await conn.close()
-            assert await eventually(lambda: not proxy.registry.connections)
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        conn = await scripted_switch(client, origin)
+        await client.send(b"last words")
+        assert await conn.read_exactly(10, timeout=2.0) == b"last words"
+        await client.close()
+        assert await conn.wait_closed_by_peer(timeout=2.0)
+        await conn.close()
+        assert await eventually(lambda: not proxy.registry.connections)
 
 
 async def test_client_reset_closes_the_origin_connection() -> None:
-    async with ScriptedOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            conn = await scripted_switch(client, origin)
-            client.reset()
-            assert await conn.wait_closed_by_peer(timeout=2.0)
-            assert await eventually(lambda: not proxy.registry.connections)
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        conn = await scripted_switch(client, origin)
+        client.reset()
+        assert await conn.wait_closed_by_peer(timeout=2.0)
+        assert await eventually(lambda: not proxy.registry.connections)
 
 
 async def test_origin_closing_closes_the_client_connection() -> None:
-    async with ScriptedOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            conn = await scripted_switch(client, origin)
-            await conn.send(b"goodbye")
-            await conn.close()
-            assert await client.read_until_close(timeout=2.0) == b"goodbye"
-            assert client.closed_by_peer
-            await client.close()
-            assert await eventually(lambda: not proxy.registry.connections)
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        conn = await scripted_switch(client, origin)
+        await conn.send(b"goodbye")
+        await conn.close()
+        assert await client.read_until_close(timeout=2.0) == b"goodbye"
+        assert client.closed_by_peer
+        await client.close()
+        assert await eventually(lambda: not proxy.registry.connections)
 
 
 async def test_origin_reset_closes_the_client_connection() -> None:
-    async with ScriptedOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            conn = await scripted_switch(client, origin)
-            conn.reset()
-            assert await client.wait_closed(timeout=2.0)
-            assert await eventually(lambda: not proxy.registry.connections)
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        conn = await scripted_switch(client, origin)
+        conn.reset()
+        assert await client.wait_closed(timeout=2.0)
+        assert await eventually(lambda: not proxy.registry.connections)
 
 
 async def test_client_half_close_reaches_origin_which_can_still_answer() -> None:
-    async with ScriptedOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            conn = await scripted_switch(client, origin)
-            await client.send(b"request")
-            client.write_eof()
-            assert await conn.read_until_close(timeout=2.0) == b"request"
-            await conn.send(b"reply after half-close")
-            await conn.close()
-            assert await client.read_until_close(timeout=2.0) == b"reply after half-close"
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        conn = await scripted_switch(client, origin)
+        await client.send(b"request")
+        client.write_eof()
+        assert await conn.read_until_close(timeout=2.0) == b"request"
+        await conn.send(b"reply after half-close")
+        await conn.close()
+        assert await client.read_until_close(timeout=2.0) == b"reply after half-close"
 
 
 # -- no switch --------------------------------------------------------------------------------
 
 
 async def test_route_with_websocket_false_does_not_switch() -> None:
-    async with AutonomousOrigin() as origin, running_proxy(
-        config(origin.address, route="websocket = false")
-    ) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await client.send(websocket_request("/echo"))
-            response = await client.read_response(timeout=2.0)
-            assert response.status == 200
-            assert response.header("upgrade") is None
-            seen = dict(response.json()["headers"])
-            assert "upgrade" not in seen
-            assert "upgrade" not in tokens(seen.get("connection"))
-            await client.send(request_bytes("GET", "/echo?after=1"))
-            follow_up = await client.read_response(timeout=2.0)
-            assert follow_up.status == 200
-            assert follow_up.json()["target"] == "/echo?after=1"
+    async with (
+        AutonomousOrigin() as origin,
+        proxied_client(origin.address, route="websocket = false") as (proxy, client),
+    ):
+        await client.send(websocket_request("/echo"))
+        response = await client.read_response(timeout=2.0)
+        assert response.status == 200
+        assert response.header("upgrade") is None
+        seen = dict(response.json()["headers"])
+        assert "upgrade" not in seen
+        assert "upgrade" not in tokens(seen.get("connection"))
+        await client.send(request_bytes("GET", "/echo?after=1"))
+        follow_up = await client.read_response(timeout=2.0)
+        assert follow_up.status == 200
+        assert follow_up.json()["target"] == "/echo?after=1"
         assert origin.requests[0].header("upgrade") is None
 
 
 async def test_route_with_websocket_false_refuses_a_websocket_client() -> None:
-    async with WebSocketEchoOrigin() as origin, running_proxy(
-        config(origin.address, route="websocket = false")
-    ) as proxy:
+    async with (
+        WebSocketEchoOrigin() as origin,
+        running_proxy(config(origin.address, route="websocket = false")) as proxy,
+    ):
         with pytest.raises(InvalidStatus) as caught:
             async with connect(f"ws://127.0.0.1:{proxy.ports[0]}/chat", open_timeout=2.0):
                 pass
@@ -348,23 +354,34 @@ async def test_route_with_websocket_false_refuses_a_websocket_client() -> None:
 async def test_route_with_websocket_false_does_not_switch_even_if_the_origin_answers_101() -> None:
     """The Upgrade header was not forwarded, so a 101 is an origin error (502), never a tunnel;
     the client connection goes on serving plain requests."""
-    async with ScriptedOrigin() as origin, running_proxy(
-        config(origin.address, route="websocket = false")
-    ) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await client.send(upgrade_request("/ws"))
-            conn = await origin.accept(timeout=2.0)
-            head = await conn.read_request_head(timeout=2.0)
-            assert b"upgrade" not in head.lower()
-            await conn.send(SWITCH + b"tunnel bytes")
-            response = await client.read_response(timeout=2.0)
-            assert response.status == 502
-            await client.send(request_bytes("GET", "/plain"))
-            second = await origin.accept(timeout=2.0)
-            assert (await second.read_request_head(timeout=2.0)).startswith(b"GET /plain ")
-            await second.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            follow_up = await client.read_response(timeout=2.0)
-            assert (follow_up.status, follow_up.body) == (200, b"ok")
+    async with (
+        ScriptedOrigin() as origin,
+        proxied_client(origin.address, route="websocket = false") as (proxy, client),
+    ):
+        await client.send(upgrade_request("/ws"))
+        conn = await origin.accept(timeout=2.0)
+        head = await conn.read_request_head(timeout=2.0)
+        assert b"upgrade" not in head.lower()
+        await conn.send(SWITCH + b"tunnel bytes")
+        response = await client.read_response(timeout=2.0)
+        assert response.status == 502
+        await client.send(request_bytes("GET", "/plain"))
+        second = await origin.accept(timeout=2.0)
+        assert (await second.read_request_head(timeout=2.0)).startswith(b"GET /plain ")
+        await second.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        follow_up = await client.read_response(timeout=2.0)
+        assert (follow_up.status, follow_up.body) == (200, b"ok")
+
+
+async def test_origin_answering_101_to_a_plain_request_gets_502() -> None:
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        await client.send(request_bytes("GET", "/plain"))
+        conn = await origin.accept(timeout=2.0)
+        await conn.read_request_head(timeout=2.0)
+        await conn.send(SWITCH + b"tunnel bytes")
+        response = await client.read_response(timeout=2.0)
+        assert response.status == 502
+        assert b"tunnel bytes" not in response.body
 
 
 @pytest.mark.parametrize(
@@ -373,29 +390,27 @@ async def test_route_with_websocket_false_does_not_switch_even_if_the_origin_ans
 async def test_origin_refusing_the_upgrade_gives_its_answer_and_a_usable_connection(
     target: str, status: int
 ) -> None:
-    async with AutonomousOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await client.send(upgrade_request(target, "websocket"))
-            response = await client.read_response(timeout=2.0)
-            assert response.status == status
-            assert response.complete
-            await client.send(request_bytes("GET", "/echo?plain=1"))
-            follow_up = await client.read_response(timeout=2.0)
-            assert follow_up.status == 200
-            assert follow_up.json()["target"] == "/echo?plain=1"
-            assert not client.closed_by_peer
+    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        await client.send(upgrade_request(target, "websocket"))
+        response = await client.read_response(timeout=2.0)
+        assert response.status == status
+        assert response.complete
+        await client.send(request_bytes("GET", "/echo?plain=1"))
+        follow_up = await client.read_response(timeout=2.0)
+        assert follow_up.status == 200
+        assert follow_up.json()["target"] == "/echo?plain=1"
+        assert not client.closed_by_peer
         assert origin.requests[0].header("upgrade") == "websocket"
         assert origin.requests[1].header("upgrade") is None
 
 
 async def test_request_pipelined_after_a_refused_upgrade_is_answered() -> None:
-    async with AutonomousOrigin() as origin, running_proxy(config(origin.address)) as proxy:
-        async with RawClient(proxy.ports[0]) as client:
-            await client.send(
-                upgrade_request("/status/426", "websocket") + request_bytes("GET", "/echo?next=1")
-            )
-            assert (await client.read_response(timeout=2.0)).status == 426
-            follow_up = await client.read_response(timeout=2.0)
-            assert follow_up.status == 200
-            assert follow_up.json()["target"] == "/echo?next=1"
+    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        await client.send(
+            upgrade_request("/status/426", "websocket") + request_bytes("GET", "/echo?next=1")
+        )
+        assert (await client.read_response(timeout=2.0)).status == 426
+        follow_up = await client.read_response(timeout=2.0)
+        assert follow_up.status == 200
+        assert follow_up.json()["target"] == "/echo?next=1"
         assert [r.target for r in origin.requests] == ["/status/426", "/echo?next=1"]

@@ -88,9 +88,9 @@ async def _accepts(port: int) -> bool:
     return True
 
 
-async def _start_once(config_path: Path, stderr_path: Path, port: int, timeout: float) -> (
-    BastionProcess | None
-):
+async def _start_once(
+    config_path: Path, stderr_path: Path, port: int, timeout: float
+) -> BastionProcess | None:
     """Start bastion on `port`; None if it exited because the port was taken meanwhile."""
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(

@@ -19,6 +19,10 @@ from bastion.http.headers import tokens
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
+class _UnsolicitedError(Exception):
+    """Raised in a parser callback when an origin sends a response nobody asked for."""
+
+
 class H1ResponseReader:
     """Parses the responses to requests sent one at a time on one origin connection."""
 
@@ -32,6 +36,7 @@ class H1ResponseReader:
         "_reason",
         "_trailers",
         "done",
+        "poisoned",
         "switched",
         "tunnel_data",
     )
@@ -47,6 +52,7 @@ class H1ResponseReader:
         self._head_buffer = b""
         self.done = False  # the final response has been read to its end
         self.switched = False  # the origin answered 101: later bytes are tunnel data
+        self.poisoned = False  # the origin broke framing: never reuse this connection
         self.tunnel_data = b""
 
     def expect(self, method: bytes) -> None:
@@ -70,6 +76,10 @@ class H1ResponseReader:
         except httptools.HttpParserUpgrade as upgrade:
             self.switched = True
             self.tunnel_data = data[upgrade.args[0] :]
+        except httptools.HttpParserCallbackError as failure:
+            if not self.done:
+                raise ProxyError(ErrorKind.UPSTREAM_PROTOCOL, f"bad response: {failure}") from None
+            self.poisoned = True  # the response is whole; the connection is not reusable
         except httptools.HttpParserError as failure:
             raise ProxyError(ErrorKind.UPSTREAM_PROTOCOL, f"bad response: {failure}") from None
         return events
@@ -99,12 +109,17 @@ class H1ResponseReader:
         if self.done:
             self._parser = httptools.HttpResponseParser(self)
             if buffer:
-                raise ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "data after the response to HEAD")
+                # A body after the head of a HEAD response: the head is still good (nginx
+                # passes it on too), the connection is not.
+                self.poisoned = True
+                buffer = b""
         self._head_buffer = buffer
 
     # -- llhttp callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.done:
+            raise _UnsolicitedError  # bytes after a complete response, before we asked
         self._headers = []
         self._trailers = None
         self._reason = b""

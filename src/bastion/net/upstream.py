@@ -61,7 +61,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return not self.closed and self.reader.done and not self.reader.switched
+        reader = self.reader
+        return not self.closed and reader.done and not reader.switched and not reader.poisoned
 
     @property
     def write_paused(self) -> bool:
@@ -87,9 +88,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self._read_paused and self.transport is not None and not self.closed:
             self._read_paused = False
             self.transport.resume_reading()
-
-    def idle_for(self) -> float:
-        return self.loop.time() - self.idle_since
 
     def detach(self) -> None:
         self.listener = None

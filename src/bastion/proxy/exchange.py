@@ -71,7 +71,7 @@ class Exchange:
         self.connect_time: float | None = None
         self.abort_client = False  # cut the client connection: the response is unusable
         self.write_paused_since: float | None = None
-        self.sent_any_body = False
+        self.last_client_activity = self.loop.time()
         self._tunnel_first_bytes = b""
         self.switch_head: ResponseHead | None = None
         self.upstream_head_bytes = b""
@@ -85,6 +85,7 @@ class Exchange:
 
     def request_body(self, data: bytes) -> None:
         self.received += len(data)
+        self.last_client_activity = self.loop.time()
         route = self.ctx.route
         if route is not None and self.received > route.max_body:
             self.fail(ProxyError(ErrorKind.BODY_TOO_LARGE, "request body over max_body"))
@@ -96,7 +97,6 @@ class Exchange:
                 self._replay = None
         if self._streaming and self.upstream is not None:
             self.upstream.write(chunk(data) if self.ctx.head.framing is Framing.CHUNKED else data)
-            self.sent_any_body = True
             return
         self._pending.append(data)
         self._pending_size += len(data)
@@ -105,6 +105,7 @@ class Exchange:
 
     def request_end(self, trailers: Headers) -> None:
         self.request_complete = True
+        self.last_upstream_activity = self.loop.time()  # the origin's turn starts now
         self.request_trailers = trailers
         if (
             self._streaming
@@ -134,7 +135,6 @@ class Exchange:
         else:
             upstream.write(head_bytes)
             upstream.write(body)
-        self.sent_any_body = self.sent_any_body or bool(body)
         self._pending = []
         self._pending_size = 0
         self._streaming = True

@@ -301,9 +301,9 @@ class Pipeline:
 
 
 class ExchangeWatchdog:
-    """Fails exchanges whose origin stays silent past its read timeout, or whose client
-    stopped reading for longer than the body timeout. One timer for all of them, ticking
-    while any is watched, instead of a timer per request."""
+    """Fails exchanges that stall: an origin silent past its read timeout, or a client that
+    stopped sending its body or reading the response for longer than the body timeout.
+    One timer for all of them, ticking while any is watched, not a timer per request."""
 
     TICK = 0.1
 
@@ -335,6 +335,11 @@ class ExchangeWatchdog:
         if ex.write_paused_since is not None:
             if now - ex.write_paused_since >= self._body_timeout:
                 return ProxyError(ErrorKind.CLIENT_TIMEOUT, "client stopped reading")
+            return None
+        if not ex.request_complete and not ex.response_started:
+            # The client is still sending its body: its silence is what is timed.
+            if now - ex.last_client_activity >= self._body_timeout:
+                return ProxyError(ErrorKind.CLIENT_TIMEOUT, "client stopped sending its body")
             return None
         route = ex.ctx.route
         assert route is not None and route.upstream is not None

@@ -208,15 +208,50 @@ def test_response_to_head_after_a_100_continue() -> None:
     assert reader.done
 
 
-def test_data_after_the_response_to_head_is_a_protocol_error() -> None:
-    data = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-    assert failure(data, b"HEAD").kind is ErrorKind.UPSTREAM_PROTOCOL
+def assert_not_reusable_after(data: bytes, method: bytes, expected_body: bytes) -> None:
+    """Bytes after a complete response: either a protocol error, or the response as sent
+    (nothing of the extra bytes in it) and a reader that forbids reusing the connection."""
+    reader = H1ResponseReader()
+    reader.expect(method)
+    try:
+        events = merged(reader.feed(data))
+    except ProxyError as error:
+        assert error.kind is ErrorKind.UPSTREAM_PROTOCOL
+        return
+    assert len(response_heads(events)) == 1
+    assert [e.data for e in events if isinstance(e, BodyChunk)] == (
+        [expected_body] if expected_body else []
+    )
+    assert events[-1] == EndOfMessage([])
+    assert reader.poisoned
+
+
+def test_data_after_the_response_to_head_never_leaves_a_reusable_connection() -> None:
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    assert_not_reusable_after(data + b"hello", b"HEAD", b"")
     reader = H1ResponseReader()
     reader.expect(b"HEAD")
-    reader.feed(data[:-5])
-    with pytest.raises(ProxyError) as caught:
-        reader.feed(b"hello")
-    assert caught.value.kind is ErrorKind.UPSTREAM_PROTOCOL
+    assert merged(reader.feed(data))[-1] == EndOfMessage([])
+    assert reader.done
+    try:
+        extra = reader.feed(b"hello")
+    except ProxyError as error:
+        assert error.kind is ErrorKind.UPSTREAM_PROTOCOL
+    else:
+        assert extra == []
+        assert reader.poisoned
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL", b"junk"],
+    ids=["partial-response", "whole-response", "junk"],
+)
+def test_bytes_after_a_complete_response_never_become_the_next_response(extra: bytes) -> None:
+    # Response queue poisoning: what an origin sends before it is asked must not be read as
+    # the answer to the next request on this connection.
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert_not_reusable_after(data + extra, b"GET", b"ok")
 
 
 @pytest.mark.parametrize("status", [204, 304])
