@@ -3,7 +3,7 @@
 Bastion runs as a child process so that its resident memory can be read from /proc; the
 origin and the client run in the test. Each test warms the path up with a small transfer,
 restarts the process's peak-RSS counter, moves a large body, and checks that the peak grew by
-less than MEMORY_BUDGET: a proxy that held the body (or most of it) would grow by about its
+less than MEMORY_BUDGET_KIB: a proxy that held the body (or most of it) would grow by about its
 size (64 MiB; 16 MiB with the slow origin, which has its own smaller budget).
 """
 
@@ -80,16 +80,32 @@ async def download(port: int, target: str) -> RawResponse:
         return await client.read_response(keep_body=False, timeout=TRANSFER_TIMEOUT)
 
 
+async def send_pattern(client: RawClient, size: int, *, chunked: bool = False) -> None:
+    """`size` pattern bytes in PIECE-sized writes, each waiting for the socket to drain."""
+    for offset in range(0, size, PIECE):
+        piece = pattern_bytes(min(PIECE, size - offset), offset)
+        await client.send(chunk(piece) if chunked else piece)
+    if chunked:
+        await client.send(b"0\r\n\r\n")
+
+
+async def receive_sha256(client: RawClient, size: int) -> str:
+    """Read exactly `size` bytes (no more should come) and return their SHA-256."""
+    digest, received = hashlib.sha256(), 0
+    while received < size:
+        piece = await client.read_some(timeout=TRANSFER_TIMEOUT)
+        assert piece, f"tunnel closed after {received} of {size} bytes"
+        digest.update(piece)
+        received += len(piece)
+    return digest.hexdigest()
+
+
 async def upload(port: int, target: str, size: int, *, chunked: bool) -> RawResponse:
-    """POST `size` pattern bytes in PIECE-sized writes (each waits for the socket to drain)."""
+    """POST `size` pattern bytes, streamed with Content-Length or chunked."""
     framing = ("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(size))
     async with RawClient(port) as client:
         await client.send(request_bytes("POST", target, headers=[framing]))
-        for offset in range(0, size, PIECE):
-            piece = pattern_bytes(min(PIECE, size - offset), offset)
-            await client.send(chunk(piece) if chunked else piece)
-        if chunked:
-            await client.send(b"0\r\n\r\n")
+        await send_pattern(client, size, chunked=chunked)
         return await client.read_response(timeout=TRANSFER_TIMEOUT)
 
 
@@ -180,21 +196,6 @@ async def test_slow_origin_reader_slows_the_upload_with_bounded_memory(tmp_path:
         )
 
 
-async def _send_pattern(client: RawClient, size: int) -> None:
-    for offset in range(0, size, PIECE):
-        await client.send(pattern_bytes(min(PIECE, size - offset), offset))
-
-
-async def _receive_sha256(client: RawClient, size: int) -> str:
-    digest, received = hashlib.sha256(), 0
-    while received < size:
-        piece = await client.read_some(timeout=TRANSFER_TIMEOUT)
-        assert piece, f"tunnel closed after {received} of {size} bytes"
-        digest.update(piece)
-        received += len(piece)
-    return digest.hexdigest()
-
-
 @pytest.mark.slow
 async def test_upgraded_tunnel_with_a_client_that_stops_reading_stays_bounded(
     tmp_path: Path,
@@ -210,11 +211,14 @@ async def test_upgraded_tunnel_with_a_client_that_stops_reading_stays_bounded(
             upgrade = [("Connection", "Upgrade"), ("Upgrade", "echo-proto")]
             await client.send(request_bytes("GET", "/upgrade", headers=upgrade))
             assert (await client.read_response(timeout=5.0)).status == 101
-            sending = asyncio.create_task(_send_pattern(client, BIG))
-            await asyncio.sleep(1.0)  # nothing read: the echo backs up to the client's writes
-            watch.assert_bounded(what="tunnel while the client was not reading")
-            assert not sending.done(), "64 MiB went into the tunnel with nobody reading"
-            received_sha256 = await _receive_sha256(client, BIG)
-            await sending
+            sending = asyncio.create_task(send_pattern(client, BIG))
+            try:
+                await asyncio.sleep(1.0)  # nothing read: the echo backs up to our writes
+                watch.assert_bounded(what="tunnel while the client was not reading")
+                assert not sending.done(), "64 MiB went into the tunnel with nobody reading"
+                received_sha256 = await receive_sha256(client, BIG)
+                await sending
+            finally:
+                sending.cancel()
         assert received_sha256 == pattern_sha256(BIG)
         watch.assert_bounded(what="64 MiB through a tunnel")

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from bastion.runtime.server import ProxyServer
 from tests.support.client import RawClient, RawResponse, request_bytes
 from tests.support.origins import (
     AutonomousOrigin,
@@ -94,13 +96,6 @@ async def proxied_client(
         yield proxy, client
 
 
-@asynccontextmanager
-async def scripted_tunnel() -> AsyncIterator[tuple[ProxyServer, RawClient, ScriptedConnection]]:
-    """A tunnel switched by a scripted origin: (proxy, client, the origin's connection)."""
-    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
-        yield proxy, client, await scripted_switch(client, origin)
-
-
 async def scripted_switch(client: RawClient, origin: ScriptedOrigin) -> ScriptedConnection:
     """Send the upgrade request; the scripted origin answers 101; returns its connection."""
     await client.send(upgrade_request())
@@ -110,6 +105,13 @@ async def scripted_switch(client: RawClient, origin: ScriptedOrigin) -> Scripted
     await conn.send(SWITCH)
     assert (await client.read_response(timeout=2.0)).status == 101
     return conn
+
+
+@asynccontextmanager
+async def scripted_tunnel() -> AsyncIterator[tuple[ProxyServer, RawClient, ScriptedConnection]]:
+    """A tunnel switched by a scripted origin: (proxy, client, the origin's connection)."""
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+        yield proxy, client, await scripted_switch(client, origin)
 
 
 # -- WebSocket ------------------------------------------------------------------------------
@@ -123,6 +125,8 @@ async def test_websocket_text_and_binary_messages_are_echoed() -> None:
             binary = bytes(range(256)) + b"\r\n\r\n\x00"
             await ws.send(binary)
             assert await ws.recv() == binary
+        assert ws.close_code == 1000, "the closing handshake crosses the tunnel both ways"
+        assert await eventually(lambda: not proxy.registry.connections)
         assert origin.paths == ["/chat"]
         assert origin.messages == ["héllo", binary]
 
@@ -170,13 +174,13 @@ async def test_websocket_extension_negotiation_passes_both_ways() -> None:
     async with (
         WebSocketEchoOrigin(compression="deflate") as origin,
         running_proxy(config(origin.address)) as proxy,
+        connect(f"ws://127.0.0.1:{proxy.ports[0]}/z") as ws,
     ):
-        async with connect(f"ws://127.0.0.1:{proxy.ports[0]}/z") as ws:
-            assert ws.response is not None
-            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
-            text = "compressible " * 5000
-            await ws.send(text)
-            assert await ws.recv() == text
+        assert ws.response is not None
+        assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        text = "compressible " * 5000
+        await ws.send(text)
+        assert await ws.recv() == text
 
 
 # -- other Upgrade protocols ------------------------------------------------------------------
@@ -184,7 +188,7 @@ async def test_websocket_extension_negotiation_passes_both_ways() -> None:
 
 async def test_generic_upgrade_echoes_raw_bytes_both_ways_including_early_bytes() -> None:
     early = b"EARLY\x00\xff bytes sent with the request head"
-    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (_, client):
         response = await switch(client, early)
         assert response.header("upgrade") == b"echo-proto"
         assert "upgrade" in tokens(response.header("connection"))
@@ -200,7 +204,7 @@ async def test_generic_upgrade_echoes_raw_bytes_both_ways_including_early_bytes(
 
 async def test_generic_tunnel_carries_megabytes_both_ways_at_once() -> None:
     size = 8 * 1024 * 1024
-    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (_, client):
         await switch(client)
 
         async def write_all() -> str:
@@ -225,7 +229,7 @@ async def test_generic_tunnel_carries_megabytes_both_ways_at_once() -> None:
 
 
 async def test_bytes_the_origin_sends_with_its_101_reach_the_client() -> None:
-    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (_, client):
         await client.send(upgrade_request())
         conn = await origin.accept(timeout=2.0)
         await conn.read_request_head(timeout=2.0)
@@ -243,7 +247,7 @@ async def test_bytes_the_origin_sends_with_its_101_reach_the_client() -> None:
 async def test_idle_tunnel_is_closed_after_the_idle_timeout() -> None:
     async with (
         AutonomousOrigin() as origin,
-        proxied_client(origin.address, upstream=SHORT_IDLE) as (proxy, client),
+        proxied_client(origin.address, upstream=SHORT_IDLE) as (_, client),
     ):
         await switch(client)
         assert await echoed(client, b"ping") == b"ping"
@@ -257,7 +261,7 @@ async def test_idle_tunnel_is_closed_after_the_idle_timeout() -> None:
 async def test_traffic_keeps_the_tunnel_open_past_the_idle_timeout() -> None:
     async with (
         AutonomousOrigin() as origin,
-        proxied_client(origin.address, upstream=SHORT_IDLE) as (proxy, client),
+        proxied_client(origin.address, upstream=SHORT_IDLE) as (_, client),
     ):
         await switch(client)
         started = time.monotonic()
@@ -269,8 +273,7 @@ async def test_traffic_keeps_the_tunnel_open_past_the_idle_timeout() -> None:
 
 
 async def test_client_closing_closes_the_origin_connection() -> None:
-    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
-        conn = await scripted_switch(client, origin)
+    async with scripted_tunnel() as (proxy, client, conn):
         await client.send(b"last words")
         assert await conn.read_exactly(10, timeout=2.0) == b"last words"
         await client.close()
@@ -280,16 +283,14 @@ async def test_client_closing_closes_the_origin_connection() -> None:
 
 
 async def test_client_reset_closes_the_origin_connection() -> None:
-    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
-        conn = await scripted_switch(client, origin)
+    async with scripted_tunnel() as (proxy, client, conn):
         client.reset()
         assert await conn.wait_closed_by_peer(timeout=2.0)
         assert await eventually(lambda: not proxy.registry.connections)
 
 
 async def test_origin_closing_closes_the_client_connection() -> None:
-    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
-        conn = await scripted_switch(client, origin)
+    async with scripted_tunnel() as (proxy, client, conn):
         await conn.send(b"goodbye")
         await conn.close()
         assert await client.read_until_close(timeout=2.0) == b"goodbye"
@@ -299,22 +300,21 @@ async def test_origin_closing_closes_the_client_connection() -> None:
 
 
 async def test_origin_reset_closes_the_client_connection() -> None:
-    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
-        conn = await scripted_switch(client, origin)
+    async with scripted_tunnel() as (proxy, client, conn):
         conn.reset()
         assert await client.wait_closed(timeout=2.0)
         assert await eventually(lambda: not proxy.registry.connections)
 
 
 async def test_client_half_close_reaches_origin_which_can_still_answer() -> None:
-    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
-        conn = await scripted_switch(client, origin)
+    async with scripted_tunnel() as (proxy, client, conn):
         await client.send(b"request")
         client.write_eof()
         assert await conn.read_until_close(timeout=2.0) == b"request"
         await conn.send(b"reply after half-close")
         await conn.close()
         assert await client.read_until_close(timeout=2.0) == b"reply after half-close"
+        assert await eventually(lambda: not proxy.registry.connections)
 
 
 # -- no switch --------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ async def test_client_half_close_reaches_origin_which_can_still_answer() -> None
 async def test_route_with_websocket_false_does_not_switch() -> None:
     async with (
         AutonomousOrigin() as origin,
-        proxied_client(origin.address, route="websocket = false") as (proxy, client),
+        proxied_client(origin.address, route="websocket = false") as (_, client),
     ):
         await client.send(websocket_request("/echo"))
         response = await client.read_response(timeout=2.0)
@@ -356,7 +356,7 @@ async def test_route_with_websocket_false_does_not_switch_even_if_the_origin_ans
     the client connection goes on serving plain requests."""
     async with (
         ScriptedOrigin() as origin,
-        proxied_client(origin.address, route="websocket = false") as (proxy, client),
+        proxied_client(origin.address, route="websocket = false") as (_, client),
     ):
         await client.send(upgrade_request("/ws"))
         conn = await origin.accept(timeout=2.0)
@@ -374,7 +374,7 @@ async def test_route_with_websocket_false_does_not_switch_even_if_the_origin_ans
 
 
 async def test_origin_answering_101_to_a_plain_request_gets_502() -> None:
-    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+    async with ScriptedOrigin() as origin, proxied_client(origin.address) as (_, client):
         await client.send(request_bytes("GET", "/plain"))
         conn = await origin.accept(timeout=2.0)
         await conn.read_request_head(timeout=2.0)
@@ -390,7 +390,7 @@ async def test_origin_answering_101_to_a_plain_request_gets_502() -> None:
 async def test_origin_refusing_the_upgrade_gives_its_answer_and_a_usable_connection(
     target: str, status: int
 ) -> None:
-    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (_, client):
         await client.send(upgrade_request(target, "websocket"))
         response = await client.read_response(timeout=2.0)
         assert response.status == status
@@ -405,7 +405,7 @@ async def test_origin_refusing_the_upgrade_gives_its_answer_and_a_usable_connect
 
 
 async def test_request_pipelined_after_a_refused_upgrade_is_answered() -> None:
-    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (proxy, client):
+    async with AutonomousOrigin() as origin, proxied_client(origin.address) as (_, client):
         await client.send(
             upgrade_request("/status/426", "websocket") + request_bytes("GET", "/echo?next=1")
         )
