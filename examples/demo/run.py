@@ -1,13 +1,14 @@
 """Run bastion in front of the demo origin and show what the origin sees.
 
-    scripts/demo              # serve until Ctrl-C
-    scripts/demo --seconds 5  # serve for 5 seconds, then stop
+scripts/demo              # serve until Ctrl-C
+scripts/demo --seconds 5  # serve for 5 seconds, then stop
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from origin import start_origin  # noqa: E402
+from origin import start_origin
 
 CONFIG = """\
 [log]
@@ -74,7 +75,9 @@ async def main(port: int, seconds: float | None) -> None:
         await _wait_ready(base + "/")
         print(f"\nbastion listens on {base} in front of the demo origin (port {origin_port}).")
         print("A client claims to be 6.6.6.6 via X-Forwarded-For; bastion replaces the claim:\n")
-        print(await asyncio.to_thread(_fetch, base + "/app/hello?x=1", {"X-Forwarded-For": "6.6.6.6"}))
+        print(
+            await asyncio.to_thread(_fetch, base + "/app/hello?x=1", {"X-Forwarded-For": "6.6.6.6"})
+        )
         print("Try it yourself:")
         print(f"  curl -i {base}/app/hello     # mounted under /app, the origin sees /hello")
         print(f"  curl -i {base}/old           # a redirect route")
@@ -84,10 +87,8 @@ async def main(port: int, seconds: float | None) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
-        except TimeoutError:
-            pass
     finally:
         proxy.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proxy.wait, 10)
@@ -97,7 +98,9 @@ async def main(port: int, seconds: float | None) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("BASTION_DEMO_PORT", "8080")))
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("BASTION_DEMO_PORT", "8080"))
+    )
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.port, arguments.seconds))
