@@ -155,6 +155,15 @@ def _command_output(
     return text[0] if text else "unknown"
 
 
+def _memory() -> str:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            kib = int(meminfo.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        return "unknown"
+    return f"{kib / 1024 / 1024:.1f} GiB"
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -167,17 +176,20 @@ def _cpu_model() -> str:
 
 
 def environment(
-    bastion_version_argv: Sequence[str], bastion_env: Mapping[str, str] | None
+    bastion_version_argv: Sequence[str], bastion_env: Mapping[str, str] | None, checkout: str
 ) -> Mapping[str, str]:
-    """What the figures depend on: host, kernel and every tool's version."""
+    """What the figures depend on: host, kernel, every tool's version, the checkout's commit."""
+    git = ["git", "-C", checkout, "describe", "--always", "--dirty"]
     return {
         "cpu": f"{_cpu_model()}, {os.cpu_count()} logical CPUs",
+        "memory": _memory(),
         "kernel": f"{platform.system()} {platform.release()}",
         "python": sys.version.split()[0],
         "uvloop / httptools": f"{version('uvloop')} / {version('httptools')}",
         "nginx": _command_output(["nginx", "-v"]),
         "wrk": _command_output(["wrk", "-v"]).split(" [")[0],
         "bastion": _command_output(bastion_version_argv, bastion_env, must_succeed=True),
+        "checkout": "git " + _command_output(git, must_succeed=True),
     }
 
 

@@ -245,7 +245,9 @@ class Bench:
     def print_results(self, tables: list[tuple[Scenario, list[report.Summary]]]) -> None:
         args = self.args
         bastion_version = [*targets.bastion_command(), "version"]
-        env = dict(report.environment(bastion_version, targets.bastion_env()))
+        env = dict(
+            report.environment(bastion_version, targets.bastion_env(), str(targets.REPO_DIR))
+        )
         env["pinning"] = self.pinning.describe()
         env["run"] = (
             f"wrk -t{WRK_THREADS} -d{args.duration}s --latency, {args.rounds} round(s) "
@@ -300,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             log("\ninterrupted; stopping every process")
             return 130
+        except SystemExit:
+            log("\nterminated; stopping every process")
+            raise
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup below finish
     signal.signal(signal.SIGINT, signal.default_int_handler)

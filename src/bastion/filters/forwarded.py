@@ -2,14 +2,23 @@
 
 Plugs into `upstream_request`. Spoofable headers from untrusted clients are replaced; a
 trusted proxy's chain is kept and extended. The rules live in `bastion.http.forwarded`.
+For an untrusted client the headers to add depend only on the connection, the Host and the
+prefix, so they are computed once per connection and Host and reused.
 """
 
 from __future__ import annotations
 
 from bastion.http.events import Headers
-from bastion.http.forwarded import ForwardingFacts, forwarding_headers
+from bastion.http.forwarded import (
+    FORWARDING_HEADERS,
+    ForwardingFacts,
+    forwarding_headers,
+    fresh_fields,
+)
 from bastion.proxy.context import RequestContext
 from bastion.proxy.phases import Filter
+
+_CACHE_LIMIT = 16  # distinct (mode, Host, prefix) per connection worth remembering
 
 
 class ForwardedHeaders(Filter):
@@ -20,7 +29,23 @@ class ForwardedHeaders(Filter):
 
     def upstream_request(self, ctx: RequestContext, headers: Headers) -> None:
         client = ctx.client
-        facts = ForwardingFacts(
+        if client.peer_trusted:
+            headers[:] = forwarding_headers(headers, self._facts(ctx), self.mode)
+            return
+        key = (self.mode, ctx.head.host, ctx.prefix)
+        cache = client.forwarding_cache
+        fresh = cache.get(key)
+        if fresh is None:
+            fresh = fresh_fields(self._facts(ctx), self.mode)
+            if len(cache) < _CACHE_LIMIT:
+                cache[key] = fresh
+        headers[:] = [field for field in headers if field[0] not in FORWARDING_HEADERS]
+        headers.extend(fresh)
+
+    @staticmethod
+    def _facts(ctx: RequestContext) -> ForwardingFacts:
+        client = ctx.client
+        return ForwardingFacts(
             peer_ip=client.peer_ip,
             client_ip=ctx.client_ip,
             peer_trusted=client.peer_trusted,
@@ -29,4 +54,3 @@ class ForwardedHeaders(Filter):
             port=client.local_port,
             prefix=ctx.prefix,
         )
-        headers[:] = forwarding_headers(headers, facts, self.mode)

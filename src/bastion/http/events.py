@@ -72,3 +72,7 @@ class EndOfMessage:
 
 
 Event = RequestHead | ResponseHead | BodyChunk | EndOfMessage
+
+
+# The end of a message without trailers, shared: nothing ever mutates an event's trailers.
+END_OF_MESSAGE = EndOfMessage([])

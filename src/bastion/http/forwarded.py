@@ -329,7 +329,7 @@ def _x_forwarded_defaults(facts: ForwardingFacts) -> list[tuple[bytes, bytes]]:
     return fields
 
 
-def _fresh_fields(facts: ForwardingFacts, mode: str) -> list[tuple[bytes, bytes]]:
+def fresh_fields(facts: ForwardingFacts, mode: str) -> list[tuple[bytes, bytes]]:
     """The forwarding headers for a request whose incoming ones were all discarded."""
     fields: list[tuple[bytes, bytes]] = []
     if mode in _X_FORWARDED_MODES:
@@ -410,5 +410,5 @@ def forwarding_headers(
             return list(headers)
         return _extended_fields(headers, facts, mode)
     out = [field for field in headers if field[0] not in FORWARDING_HEADERS]
-    out.extend(_fresh_fields(facts, mode))
+    out.extend(fresh_fields(facts, mode))
     return out

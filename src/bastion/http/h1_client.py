@@ -13,10 +13,19 @@ from __future__ import annotations
 import httptools
 
 from bastion.errors import ErrorKind, ProxyError
-from bastion.http.events import BodyChunk, EndOfMessage, Event, Framing, Headers, ResponseHead
+from bastion.http.events import (
+    END_OF_MESSAGE,
+    BodyChunk,
+    EndOfMessage,
+    Event,
+    Framing,
+    Headers,
+    ResponseHead,
+)
 from bastion.http.headers import tokens
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 
 
 class _UnsolicitedError(Exception):
@@ -155,7 +164,8 @@ class H1ResponseReader:
             self._finish()
 
     def _finish(self) -> None:
-        self._events.append(EndOfMessage(self._trailers or []))
+        trailers = self._trailers
+        self._events.append(EndOfMessage(trailers) if trailers else END_OF_MESSAGE)
         self._trailers = None
         self._framing = Framing.NONE
         self.done = True
@@ -163,7 +173,7 @@ class H1ResponseReader:
 
 def _build_head(parser: object, reason: bytes, headers: Headers, expect_body: bool) -> ResponseHead:
     status: int = parser.get_status_code()  # type: ignore[attr-defined]
-    version = parser.get_http_version().encode()  # type: ignore[attr-defined]
+    version = _VERSIONS.get(parser.get_http_version()) or b"1.0"  # type: ignore[attr-defined]
     content_length: int | None = None
     chunked = False
     keep_alive = version == b"1.1"

@@ -19,6 +19,7 @@ import httptools
 
 from bastion.errors import ErrorKind, ProxyError
 from bastion.http.events import (
+    END_OF_MESSAGE,
     BodyChunk,
     EndOfMessage,
     Event,
@@ -29,6 +30,7 @@ from bastion.http.events import (
 from bastion.http.headers import tokens
 
 _MAX_UPGRADE_BUFFER = 1 << 20
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 
 
 _REASONS: dict[int, bytes] = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -57,10 +59,12 @@ class H1RequestReader:
 
     __slots__ = (
         "_events",
+        "_field_bytes",
         "_head",
         "_head_bytes",
         "_headers",
         "_in_head",
+        "_last_host",
         "_max_header_size",
         "_max_uri_size",
         "_parser",
@@ -84,7 +88,9 @@ class H1RequestReader:
         self._url_parts: list[bytes] = []
         self._head: RequestHead | None = None
         self._head_bytes = 0
+        self._field_bytes = 0
         self._uri_bytes = 0
+        self._last_host: bytes | None = None
         self._in_head = False
         self.failure: ProxyError | None = None
         self._refusal: ProxyError | None = None
@@ -196,6 +202,7 @@ class H1RequestReader:
         self._url_parts = []
         self._uri_bytes = 0
         self._head_bytes = 0
+        self._field_bytes = 0
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
@@ -209,7 +216,9 @@ class H1RequestReader:
         if self._trailers is not None:
             self._trailers.append((name.lower(), value))
             return
-        self._head_bytes += len(name) + len(value) + 4
+        field_size = len(name) + len(value) + 4
+        self._head_bytes += field_size
+        self._field_bytes += field_size
         if b"_" in name:
             # Like nginx: `Content_Length` and friends may reach a CGI/WSGI origin as the
             # same variable as the real header. Such fields are dropped, never forwarded.
@@ -225,8 +234,7 @@ class H1RequestReader:
         url = b"".join(self._url_parts)
         # Request line and header block as a well-formed client writes them ("Name: value",
         # CRLF endings): exact for those, and what the size limit and the log count.
-        size = len(self._parser.get_method()) + len(url) + 12
-        size += sum(len(n) + len(v) + 4 for n, v in self._headers) + 2
+        size = len(self._parser.get_method()) + len(url) + 14 + self._field_bytes
         try:
             if size > self._max_header_size:
                 raise ProxyError(ErrorKind.HEADERS_TOO_LARGE, "request headers too large")
@@ -247,7 +255,8 @@ class H1RequestReader:
         ):
             return  # what follows is decided by _after_upgrade_request
         self._head = None
-        self._events.append(EndOfMessage(self._trailers or []))
+        trailers = self._trailers
+        self._events.append(EndOfMessage(trailers) if trailers else END_OF_MESSAGE)
         self._trailers = None
 
     # -- validation beyond llhttp -------------------------------------------------------
@@ -257,17 +266,23 @@ class H1RequestReader:
         method: bytes = parser.get_method()
         if method == b"CONNECT":
             raise ProxyError(ErrorKind.METHOD_NOT_ALLOWED, "CONNECT is not served here")
-        version = parser.get_http_version().encode()
-        if version not in (b"1.1", b"1.0"):
-            raise ProxyError(ErrorKind.BAD_REQUEST, f"HTTP/{version.decode()} request line")
+        text_version = parser.get_http_version()
+        version = _VERSIONS.get(text_version)
+        if version is None:
+            raise ProxyError(ErrorKind.BAD_REQUEST, f"HTTP/{text_version} request line")
         host, transfer_encoding, content_length, expect, upgrade = _scan_headers(self._headers)
         if host is None:
             if version == b"1.1":
                 raise ProxyError(ErrorKind.BAD_REQUEST, "HTTP/1.1 request without Host")
             host = b""
-        elif not _valid_host(host):
-            raise ProxyError(ErrorKind.BAD_REQUEST, "invalid Host header")
-        framing = _request_framing(version, transfer_encoding, content_length)
+        elif host != self._last_host:  # a keep-alive client repeats its Host: check it once
+            if not _valid_host(host):
+                raise ProxyError(ErrorKind.BAD_REQUEST, "invalid Host header")
+            self._last_host = host
+        if transfer_encoding is None and not content_length:
+            framing = Framing.NONE
+        else:
+            framing = _request_framing(version, transfer_encoding, content_length)
         switch = upgrade if parser.should_upgrade() and framing is Framing.NONE else None
         return RequestHead(
             method=method,

@@ -219,7 +219,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._cancel_timer()
         pipeline = self._pipeline_ref.pipeline
         ctx = RequestContext(head, self.client, time.monotonic())
-        exchange = Exchange(ctx, self)
+        exchange = Exchange(ctx, self, self.loop)
         if self._registry.draining:
             exchange.close_after = True
         self._exchange = exchange

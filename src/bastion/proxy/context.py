@@ -19,7 +19,14 @@ if TYPE_CHECKING:
 class ClientInfo:
     """Who is on the other end of a client connection, and how they reached us."""
 
-    __slots__ = ("local_port", "peer_ip", "peer_port", "peer_trusted", "scheme")
+    __slots__ = (
+        "forwarding_cache",
+        "local_port",
+        "peer_ip",
+        "peer_port",
+        "peer_trusted",
+        "scheme",
+    )
 
     def __init__(
         self, peer_ip: str, peer_port: int, local_port: int, scheme: bytes, peer_trusted: bool
@@ -29,6 +36,8 @@ class ClientInfo:
         self.local_port = local_port
         self.scheme = scheme
         self.peer_trusted = peer_trusted
+        # Forwarding headers computed for this connection, by (mode, Host, prefix).
+        self.forwarding_cache: dict[tuple[str, bytes, bytes | None], Headers] = {}
 
 
 class RequestContext:

@@ -27,6 +27,9 @@ HIGH_WATER = 64 * 1024  # bytes of request body held before the origin is connec
 RETRY_BUFFER = 64 * 1024  # request bodies up to this size are kept to be replayed once
 
 
+_NO_TRAILERS: Headers = []  # shared default; never mutated
+
+
 def _nothing(exchange: Exchange) -> None:
     pass
 
@@ -40,45 +43,55 @@ def last_chunk(trailers: Headers) -> bytes:
 
 
 class Exchange:
-    """The state of one request between its head arriving and its last byte leaving."""
+    """The state of one request between its head arriving and its last byte leaving.
 
-    def __init__(self, ctx: RequestContext, downstream: DownstreamLink) -> None:
+    Most fields keep their class-level default for a whole simple request; only what every
+    request changes is set in `__init__` (it runs once per request on the hot path).
+    """
+
+    upstream: UpstreamLink | None = None
+    # request side
+    request_trailers: Headers = _NO_TRAILERS
+    received = 0
+    _pending: list[bytes] | None = None  # body held until the origin is connected
+    _pending_size = 0
+    _replay: list[bytes] | None = None  # body kept to be replayed on a retry
+    _replay_dropped = False
+    _streaming = False
+    _paused_reasons: set[str] | None = None  # why reading from the client is paused
+    last_client_activity = 0.0
+    # response side
+    response_head: ResponseHead | None = None
+    response_started = False
+    response_complete = False
+    chunked_out = False
+    bytes_out = 0
+    first_byte_at: float | None = None
+    switched = False
+    switch_head: ResponseHead | None = None
+    _tunnel_first_bytes = b""
+    _pending_head = b""
+    status = 0  # the status the client was sent, for the log
+    connect_time: float | None = None
+    abort_client = False  # cut the client connection: the response is unusable
+    write_paused_since: float | None = None
+    upstream_head_bytes = b""
+    retried = False
+    tunnel_requested = False  # the Upgrade was forwarded: a 101 may follow
+    task: asyncio.Task[None] | None = None  # only while connecting to an origin
+
+    def __init__(
+        self, ctx: RequestContext, downstream: DownstreamLink, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.ctx = ctx
         self.downstream = downstream
-        self.loop = asyncio.get_running_loop()
-        self.finished: asyncio.Future[ProxyError | None] = self.loop.create_future()
-        self.upstream: UpstreamLink | None = None
-        # request side
-        self.request_complete = ctx.head.framing is Framing.NONE
-        self.request_trailers: Headers = []
-        self.received = 0
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._replay: list[bytes] | None = []
-        self._streaming = False
-        self._paused_reasons: set[str] = set()
-        # response side
-        self.response_head: ResponseHead | None = None
-        self.response_started = False
-        self.response_complete = False
-        self.chunked_out = False
+        self.loop = loop
+        self.finished: asyncio.Future[ProxyError | None] = loop.create_future()
+        self.request_complete = complete = ctx.head.framing is Framing.NONE
         self.close_after = not ctx.head.keep_alive
-        self.bytes_out = 0
-        self.last_upstream_activity = self.loop.time()
-        self.first_byte_at: float | None = None
-        self.switched = False
-        self.status = 0  # the status the client was sent, for the log
-        self.connect_time: float | None = None
-        self.abort_client = False  # cut the client connection: the response is unusable
-        self.write_paused_since: float | None = None
-        self.last_client_activity = self.loop.time()
-        self._tunnel_first_bytes = b""
-        self.switch_head: ResponseHead | None = None
-        self.upstream_head_bytes = b""
-        self._pending_head = b""
-        self.retried = False
-        self.tunnel_requested = False  # the Upgrade was forwarded: a 101 may follow
-        self.task: asyncio.Task[None] | None = None  # only while connecting to an origin
+        self.last_upstream_activity = now = loop.time()
+        if not complete:
+            self.last_client_activity = now
         self.on_done: Callable[[Exchange], None] = _nothing
 
     # -- request body, from the client -----------------------------------------------
@@ -90,15 +103,20 @@ class Exchange:
         if route is not None and self.received > route.max_body:
             self.fail(ProxyError(ErrorKind.BODY_TOO_LARGE, "request body over max_body"))
             return
-        if self._replay is not None:
-            if self.received <= RETRY_BUFFER:
-                self._replay.append(data)
+        if not self._replay_dropped:
+            if self.received > RETRY_BUFFER:
+                self._replay_dropped, self._replay = True, None
+            elif self._replay is None:
+                self._replay = [data]
             else:
-                self._replay = None
+                self._replay.append(data)
         if self._streaming and self.upstream is not None:
             self.upstream.write(chunk(data) if self.ctx.head.framing is Framing.CHUNKED else data)
             return
-        self._pending.append(data)
+        if self._pending is None:
+            self._pending = [data]
+        else:
+            self._pending.append(data)
         self._pending_size += len(data)
         if self._pending_size > HIGH_WATER:
             self._pause_client("buffer")
@@ -117,7 +135,7 @@ class Exchange:
     @property
     def replayable(self) -> bool:
         """Whether the request can be sent again: its body is complete and was kept."""
-        return self.request_complete and self._replay is not None and not self.response_started
+        return self.request_complete and not self._replay_dropped and not self.response_started
 
     # -- origin connection -------------------------------------------------------------
 
@@ -125,21 +143,31 @@ class Exchange:
         """Send the request on `upstream` and stream the rest of the body as it comes."""
         self.upstream = upstream
         upstream.start(self, self.ctx.head.method)
-        chunked = self.ctx.head.framing is Framing.CHUNKED
-        parts = self._replay if replay and self._replay is not None else self._pending
-        body = b"".join(chunk(p) for p in parts) if chunked else b"".join(parts)
-        if chunked and self.request_complete:
-            body += last_chunk(self.request_trailers)
-        if len(body) < 16384:
-            upstream.write(head_bytes + body)
+        framing = self.ctx.head.framing
+        parts = self._replay if replay else self._pending
+        if framing is Framing.NONE or (not parts and framing is Framing.LENGTH):
+            upstream.write(head_bytes)  # the common case: a request without a body
         else:
-            upstream.write(head_bytes)
-            upstream.write(body)
-        self._pending = []
+            self._write_first_body(upstream, head_bytes, parts or [])
+        self._pending = None
         self._pending_size = 0
         self._streaming = True
         self.last_upstream_activity = self.loop.time()
-        self._resume_client("buffer")
+        if self._paused_reasons:
+            self._resume_client("buffer")
+
+    def _write_first_body(self, upstream: UpstreamLink, head: bytes, parts: list[bytes]) -> None:
+        if self.ctx.head.framing is Framing.CHUNKED:
+            body = b"".join(chunk(p) for p in parts)
+            if self.request_complete:
+                body += last_chunk(self.request_trailers)
+        else:
+            body = b"".join(parts)
+        if len(body) < 16384:
+            upstream.write(head + body)
+        else:
+            upstream.write(head)
+            upstream.write(body)
 
     def reset_for_retry(self) -> None:
         """Forget a failed attempt that sent nothing the client has seen."""
@@ -222,14 +250,17 @@ class Exchange:
         self._resolve(ProxyError(ErrorKind.CLIENT_ABORTED, "client closed the connection"))
 
     def _pause_client(self, reason: str) -> None:
-        if not self._paused_reasons:
+        reasons = self._paused_reasons
+        if not reasons:
             self.downstream.pause_reading()
-        self._paused_reasons.add(reason)
+            self._paused_reasons = reasons = set()
+        reasons.add(reason)
 
     def _resume_client(self, reason: str) -> None:
-        if reason in self._paused_reasons:
-            self._paused_reasons.discard(reason)
-            if not self._paused_reasons:
+        reasons = self._paused_reasons
+        if reasons and reason in reasons:
+            reasons.discard(reason)
+            if not reasons:
                 self.downstream.resume_reading()
 
     # -- the response head -------------------------------------------------------------
