@@ -26,6 +26,7 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 )
 
 VIA_PSEUDONYM = b"bastion"
+_NOTHING: frozenset[bytes] = frozenset()
 
 # A client may not make us drop these by naming them in Connection ("hop-by-hop abuse"):
 # dropping a trusted proxy's X-Forwarded-For would desynchronise it from X-Real-IP.
@@ -54,19 +55,25 @@ def tokens(value: bytes) -> list[bytes]:
 
 def connection_tokens(headers: Headers) -> frozenset[bytes]:
     """Every option named by the Connection header(s)."""
-    found: set[bytes] = set()
+    found: set[bytes] | None = None
     for key, value in headers:
         if key == b"connection":
+            if found is None:
+                found = set()
             found.update(tokens(value))
-    return frozenset(found)
+    return _NOTHING if found is None else frozenset(found)
 
 
-def without_hop_by_hop(headers: Headers, keep: Iterable[bytes] = ()) -> Headers:
-    """The end-to-end headers: drops HOP_BY_HOP and every header Connection names.
+def without_hop_by_hop(
+    headers: Headers, keep: Iterable[bytes] = (), drop: frozenset[bytes] = HOP_BY_HOP
+) -> Headers:
+    """The end-to-end headers: drops `drop` (HOP_BY_HOP) and every header Connection names.
 
     `keep` names hop-by-hop headers the caller forwards on purpose (Upgrade for a tunnel).
     """
-    drop = HOP_BY_HOP | (connection_tokens(headers) - NEVER_HOP_BY_HOP)
+    named = connection_tokens(headers)
+    if named:
+        drop = drop | (named - NEVER_HOP_BY_HOP)
     if keep:
         drop = drop - frozenset(keep)
     return [(key, value) for key, value in headers if key not in drop]

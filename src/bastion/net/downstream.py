@@ -163,12 +163,12 @@ class DownstreamConnection(asyncio.Protocol):
         self._closing = True
         self._cancel_timer()
         self._registry.discard(self)
+        self.transport = None
         if self._tunnel is not None:
             self._tunnel.client_lost()
         exchange = self._exchange
         if exchange is not None:
             exchange.downstream_lost()
-        self.transport = None
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -187,6 +187,8 @@ class DownstreamConnection(asyncio.Protocol):
     # -- requests ---------------------------------------------------------------------
 
     def _on_event(self, event: Event | ProxyError) -> None:
+        if self._closing:
+            return  # an answer already ended this connection; later requests are moot
         if self._backlog is not None:
             self._backlog.append(event)
             return

@@ -134,7 +134,10 @@ class UpstreamConnection(asyncio.Protocol):
             elif type(event) is ResponseHead:
                 listener.on_response_head(event)
             elif type(event) is EndOfMessage:
+                # The exchange ends here, synchronously: this connection may already be
+                # back in the pool or carrying the next request. Touch nothing more.
                 listener.on_response_end(event.trailers)
+                return
             if self.listener is None:
                 return
         if self.reader.switched:

@@ -2,7 +2,7 @@
 
 The client connection feeds request body bytes in; the origin connection reports the
 response; the exchange frames each side for the other, applies back-pressure both ways (a
-slow reader on one side pauses reading on the other), and resolves `finished` once the
+slow reader on one side pauses reading on the other), and calls `on_end` once the
 exchange has ended, well or badly. It never buffers more than a high-water mark of either
 body. It talks to both connections only through the ports in `bastion.proxy.ports`.
 """
@@ -79,6 +79,9 @@ class Exchange:
     retried = False
     tunnel_requested = False  # the Upgrade was forwarded: a 101 may follow
     task: asyncio.Task[None] | None = None  # only while connecting to an origin
+    ended = False  # the exchange is over (well: end_error None, or badly)
+    end_error: ProxyError | None = None
+    on_end: Callable[[Exchange, ProxyError | None], None] | None = None
 
     def __init__(
         self, ctx: RequestContext, downstream: DownstreamLink, loop: asyncio.AbstractEventLoop
@@ -86,7 +89,6 @@ class Exchange:
         self.ctx = ctx
         self.downstream = downstream
         self.loop = loop
-        self.finished: asyncio.Future[ProxyError | None] = loop.create_future()
         self.request_complete = complete = ctx.head.framing is Framing.NONE
         self.close_after = not ctx.head.keep_alive
         self.last_upstream_activity = now = loop.time()
@@ -171,7 +173,8 @@ class Exchange:
 
     def reset_for_retry(self) -> None:
         """Forget a failed attempt that sent nothing the client has seen."""
-        self.finished = self.loop.create_future()
+        self.ended = False
+        self.end_error = None
         self.response_head = None
         self.first_byte_at = None
 
@@ -313,8 +316,17 @@ class Exchange:
             self._pending_head = b""
 
     def _resolve(self, error: ProxyError | None) -> None:
-        if not self.finished.done():
-            self.finished.set_result(error)
+        """End the exchange once; whoever waits (`on_end`) is told at once, synchronously.
+
+        Callers make no further use of the exchange after this: the next request on the
+        client connection may already be under way when it returns.
+        """
+        if self.ended:
+            return
+        self.ended = True
+        self.end_error = error
+        if self.on_end is not None:
+            self.on_end(self, error)
 
     def fail(self, error: ProxyError) -> None:
         """End the exchange with `error` (the pipeline turns it into an answer)."""

@@ -13,15 +13,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import TYPE_CHECKING
 
 from bastion.errors import ErrorKind, ProxyError
-from bastion.http.events import Framing, Headers, ResponseHead
+from bastion.http.events import Framing, ResponseHead
 from bastion.http.forwarded import recover_client_ip
 from bastion.http.h1_client import serialize_request_head
 from bastion.http.h1_server import reason_phrase
-from bastion.http.headers import append_via, header_value, without_hop_by_hop
+from bastion.http.headers import HOP_BY_HOP, append_via, header_value, without_hop_by_hop
 from bastion.http.target import TargetError, parse_target
 from bastion.proxy.exchange import Exchange
 from bastion.proxy.phases import LocalReply
@@ -36,6 +35,9 @@ log = logging.getLogger(__name__)
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _MAX_REQUEST_ID = 200
+# Besides hop-by-hop headers, the client's X-Request-Id never goes on as is: bastion sets it
+# (keeping a trusted client's value).
+_NOT_TO_ORIGIN = HOP_BY_HOP | {b"x-request-id"}
 
 
 class RequestIds:
@@ -66,7 +68,7 @@ class Pipeline:
         """Start serving one request; `done(ex)` is called once it has ended. Never raises.
 
         The common path (a pooled origin connection) runs without a task: the request is
-        sent from here and the end is handled by a callback on `ex.finished`.
+        sent from here and its end arrives as a callback (`ex.on_end`).
         """
         ex.on_done = done
         ctx = ex.ctx
@@ -127,12 +129,12 @@ class Pipeline:
     def upstream_head(self, ctx: RequestContext, tunnel: bool) -> bytes:
         """The request head the origin receives."""
         head = ctx.head
-        headers = without_hop_by_hop(head.headers)
+        headers = without_hop_by_hop(head.headers, drop=_NOT_TO_ORIGIN)
         route = ctx.route
         assert route is not None
         for upstream_filter in route.upstream_filters:
             upstream_filter.upstream_request(ctx, headers)
-        _set_header(headers, b"x-request-id", ctx.request_id.encode())
+        headers.append((b"x-request-id", ctx.request_id.encode()))
         if not head.host:
             # An HTTP/1.0 client may send no Host; the origin's HTTP/1.1 needs one.
             assert ctx.server is not None
@@ -177,9 +179,9 @@ class Pipeline:
             log.exception("internal error connecting to %s", ctx.server.label)
             self._finish(ex, ProxyError(ErrorKind.INTERNAL, "internal error"))
             return
-        if ex.finished.done():  # the client left while we were connecting
+        if ex.ended:  # the client left (or overran max_body) while we were connecting
             self.connector.release(link, None)
-            self._finish(ex, ex.finished.result())
+            self._finish(ex, ex.end_error)
             return
         ex.connect_time = time.monotonic() - started
         self._send(ex, link, replay)
@@ -187,11 +189,10 @@ class Pipeline:
     def _send(self, ex: Exchange, link: UpstreamLink, replay: bool) -> None:
         ex.attach(link, ex.upstream_head_bytes, replay)
         self.watchdog.watch(ex)
-        ex.finished.add_done_callback(partial(self._on_exchange_end, ex))
+        ex.on_end = self._on_exchange_end
 
-    def _on_exchange_end(self, ex: Exchange, finished: asyncio.Future[ProxyError | None]) -> None:
+    def _on_exchange_end(self, ex: Exchange, error: ProxyError | None) -> None:
         self.watchdog.unwatch(ex)
-        error = finished.result()
         if error is not None and not ex.retried and self._may_retry(ex, error):
             server = ex.ctx.server
             log.info(
@@ -346,8 +347,3 @@ class ExchangeWatchdog:
         if now - ex.last_upstream_activity >= route.upstream.read_timeout:
             return ProxyError(ErrorKind.UPSTREAM_READ_TIMEOUT, "origin stopped answering")
         return None
-
-
-def _set_header(headers: Headers, name: bytes, value: bytes) -> None:
-    headers[:] = [(n, v) for n, v in headers if n != name]
-    headers.append((name, value))
