@@ -3,7 +3,9 @@ hop-by-hop removal, Via, HTTP/1.0 clients, streaming responses."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from pathlib import Path
 
 from tests.support.client import RawClient, http_get, http_request, request_bytes
 from tests.support.origins import AutonomousOrigin, pattern_bytes
@@ -230,3 +232,20 @@ async def test_close_delimited_origin_body_becomes_chunked_for_http11() -> None:
             assert response.complete
             await client.send(request_bytes("GET", "/echo"))
             assert (await client.read_response()).status == 200
+
+
+async def test_unix_socket_listener_serves_requests(tmp_path: Path) -> None:
+    socket_path = tmp_path / "bastion.sock"
+    async with AutonomousOrigin() as origin:
+        toml = single_route_config(origin.address).replace(
+            'address = "127.0.0.1:0"', f'address = "unix:{socket_path}"'
+        )
+        async with running_proxy(toml):
+            reader, writer = await asyncio.open_unix_connection(str(socket_path))
+            writer.write(request_bytes("GET", "/echo?via=unix"))
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            writer.close()
+    seen = origin.requests[0]
+    assert seen.target == "/echo?via=unix"
+    assert seen.header("x-forwarded-for") == "unix"

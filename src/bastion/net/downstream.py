@@ -117,17 +117,7 @@ class DownstreamConnection(asyncio.Protocol):
         pipeline = self._pipeline_ref.pipeline
         limits = pipeline.plan.limits
         self._reader = H1RequestReader(limits.max_header_size, limits.max_uri_size)
-        peer = transport.get_extra_info("peername") or ("", 0)
-        local = transport.get_extra_info("sockname") or ("", 0)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer_ip = _plain_ip(str(peer[0])) if isinstance(peer, tuple) else "unix"
-        port = int(local[1]) if isinstance(local, tuple) else 0
-        trusted = peer_ip in pipeline.plan.trusted
-        self.client = ClientInfo(
-            peer_ip, int(peer[1]) if isinstance(peer, tuple) else 0, port, self._scheme, trusted
-        )
+        self.client = _client_info(transport, self._scheme, pipeline)
         self._registry.add(self)
         if self._registry.draining:
             self._closing = True
@@ -329,6 +319,21 @@ class PipelineRef:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+
+
+def _client_info(transport: asyncio.BaseTransport, scheme: bytes, pipeline: Pipeline) -> ClientInfo:
+    """Who connected, read once per connection. A unix-socket client is `unix` (as in
+    nginx's `unix:`); it is never a trusted proxy."""
+    peer = transport.get_extra_info("peername")
+    local = transport.get_extra_info("sockname")
+    if not isinstance(peer, tuple):
+        return ClientInfo("unix", 0, 0, scheme, False)
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    peer_ip = _plain_ip(str(peer[0]))
+    port = int(local[1]) if isinstance(local, tuple) else 0
+    return ClientInfo(peer_ip, int(peer[1]), port, scheme, peer_ip in pipeline.plan.trusted)
 
 
 def _plain_ip(ip: str) -> str:
