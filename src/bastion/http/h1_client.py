@@ -224,8 +224,5 @@ def _keepalive_timeout(value: bytes) -> float | None:
 
 def serialize_request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
     """The request line and header block of an HTTP/1.1 request, ready for the wire."""
-    parts = [method + b" " + target + b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    fields = b"\r\n".join([b": ".join(field) for field in headers])
+    return b"%s %s HTTP/1.1\r\n%s\r\n\r\n" % (method, target, fields)

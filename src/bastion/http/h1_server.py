@@ -367,8 +367,8 @@ def serialize_response_head(
     status: int, reason: bytes, headers: Headers, http_version: bytes = b"1.1"
 ) -> bytes:
     """The status line and header block of a response, ready for the wire."""
-    parts = [b"HTTP/%s %d %s\r\n" % (http_version, status, reason or reason_phrase(status))]
-    for name, value in headers:
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    status_line = b"HTTP/%s %d %s" % (http_version, status, reason or reason_phrase(status))
+    if not headers:
+        return status_line + b"\r\n\r\n"
+    fields = b"\r\n".join([b": ".join(field) for field in headers])
+    return status_line + b"\r\n" + fields + b"\r\n\r\n"

@@ -27,6 +27,7 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 
 VIA_PSEUDONYM = b"bastion"
 _NOTHING: frozenset[bytes] = frozenset()
+_VIA_ENTRIES = {version: version + b" " + VIA_PSEUDONYM for version in (b"1.0", b"1.1")}
 
 # A client may not make us drop these by naming them in Connection ("hop-by-hop abuse"):
 # dropping a trusted proxy's X-Forwarded-For would desynchronise it from X-Real-IP.
@@ -72,7 +73,7 @@ def without_hop_by_hop(
     `keep` names hop-by-hop headers the caller forwards on purpose (Upgrade for a tunnel).
     """
     named = connection_tokens(headers)
-    if named:
+    if named and not named <= drop:  # `Connection: keep-alive` names nothing new
         drop = drop | (named - NEVER_HOP_BY_HOP)
     if keep:
         drop = drop - frozenset(keep)
@@ -81,9 +82,9 @@ def without_hop_by_hop(
 
 def append_via(headers: Headers, http_version: bytes) -> None:
     """Add this hop to Via (RFC 9110 7.6.3), extending an existing Via in place."""
-    entry = http_version + b" " + VIA_PSEUDONYM
-    for index, (key, value) in enumerate(headers):
-        if key == b"via":
-            headers[index] = (b"via", value + b", " + entry)
+    entry = _VIA_ENTRIES.get(http_version) or http_version + b" " + VIA_PSEUDONYM
+    for index, field in enumerate(headers):
+        if field[0] == b"via":
+            headers[index] = (b"via", field[1] + b", " + entry)
             return
     headers.append((b"via", entry))

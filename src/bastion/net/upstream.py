@@ -215,14 +215,13 @@ class UpstreamConnector:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._pools: dict[ServerPlan, _ServerPool] = {}
-        self._limits: dict[ServerPlan, tuple[int, float]] = {}
+        self._pools: dict[str, _ServerPool] = {}  # by ServerPlan.pool_key
         self._sweeper: asyncio.TimerHandle | None = None
         self.opened = 0
 
     def take_idle(self, server: ServerPlan) -> UpstreamConnection | None:
         """The most recently used idle connection still fit for reuse, if any."""
-        pool = self._pools.get(server)
+        pool = self._pools.get(server.pool_key)
         if pool is None:
             return None
         now = self.loop.time()
@@ -240,7 +239,6 @@ class UpstreamConnector:
 
     async def connect(self, upstream: UpstreamPlan, server: ServerPlan) -> UpstreamConnection:
         """A new connection (a timeout is the 504 kind, a refusal the 502 kind)."""
-        self._limits[server] = (upstream.max_idle, upstream.idle_timeout)
         loop = self.loop
         try:
             _, conn = await asyncio.wait_for(
@@ -266,7 +264,8 @@ class UpstreamConnector:
 
     def release(self, link: object, keepalive_timeout: float | None) -> None:
         assert isinstance(link, UpstreamConnection)
-        max_idle, idle_timeout = self._limits.get(link.server, (32, 30.0))
+        server = link.server
+        max_idle, idle_timeout = server.max_idle, server.idle_timeout
         if keepalive_timeout is not None:
             margin = (
                 _SAFETY_MARGIN if keepalive_timeout > 2 * _SAFETY_MARGIN else keepalive_timeout / 2
@@ -279,9 +278,9 @@ class UpstreamConnector:
         now = self.loop.time()
         link.idle_since = now
         link.idle_deadline = now + idle_timeout
-        pool = self._pools.get(link.server)
+        pool = self._pools.get(server.pool_key)
         if pool is None:
-            pool = self._pools[link.server] = _ServerPool()
+            pool = self._pools[server.pool_key] = _ServerPool()
         pool.idle.append(link)
         while len(pool.idle) > max_idle:
             pool.idle.popleft().close()
@@ -289,7 +288,7 @@ class UpstreamConnector:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     def idle_count(self, server: ServerPlan) -> int:
-        pool = self._pools.get(server)
+        pool = self._pools.get(server.pool_key)
         return 0 if pool is None else sum(1 for c in pool.idle if not c.closed)
 
     def _sweep(self) -> None:

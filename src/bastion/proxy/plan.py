@@ -18,13 +18,23 @@ from bastion.proxy.phases import Filter, implementing
 from bastion.proxy.router import Router, RouteRule, SiteRules
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ServerPlan:
-    """One origin server address."""
+    """One origin server address, with the keep-alive limits of its upstream.
+
+    Compared by identity (hashing it is on the hot path); `pool_key` says which servers may
+    share idle connections.
+    """
 
     host: str
     port: int
     label: str  # "host:port", for logs
+    max_idle: int
+    idle_timeout: float
+
+    @property
+    def pool_key(self) -> str:
+        return self.label
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +48,6 @@ class UpstreamPlan:
     read_timeout: float
     write_timeout: float
     tunnel_idle_timeout: float
-    max_idle: int
-    idle_timeout: float
 
     def pick_server(self) -> ServerPlan:
         return self.servers[self.balancer.pick()]
@@ -108,8 +116,16 @@ def build_plan(config: BastionConfig, route_filters: FilterBuilder) -> Plan:
 
 
 def _upstream_plan(name: str, settings: UpstreamSettings) -> UpstreamPlan:
+    keepalive = settings.keepalive
     servers = tuple(
-        ServerPlan(host=s.host, port=s.port, label=f"{s.host}:{s.port}") for s in settings.servers
+        ServerPlan(
+            host=s.host,
+            port=s.port,
+            label=f"{s.host}:{s.port}",
+            max_idle=keepalive.max_idle,
+            idle_timeout=keepalive.idle_timeout,
+        )
+        for s in settings.servers
     )
     return UpstreamPlan(
         name=name,
@@ -119,8 +135,6 @@ def _upstream_plan(name: str, settings: UpstreamSettings) -> UpstreamPlan:
         read_timeout=settings.timeouts.read,
         write_timeout=settings.timeouts.write,
         tunnel_idle_timeout=settings.timeouts.idle,
-        max_idle=settings.keepalive.max_idle,
-        idle_timeout=settings.keepalive.idle_timeout,
     )
 
 
