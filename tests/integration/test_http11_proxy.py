@@ -249,3 +249,26 @@ async def test_unix_socket_listener_serves_requests(tmp_path: Path) -> None:
     seen = origin.requests[0]
     assert seen.target == "/echo?via=unix"
     assert seen.header("x-forwarded-for") == "unix"
+
+
+async def test_refused_upload_answer_survives_a_client_that_keeps_sending() -> None:
+    """Lingering close: bastion answers 413 at once while the client is still uploading;
+    closing with unread input would reset the connection and could destroy the answer."""
+    body_piece = b"x" * 65536
+    async with (
+        AutonomousOrigin() as origin,
+        running_proxy(single_route_config(origin.address, route='max_body = "1KB"')) as proxy,
+        RawClient(proxy.ports[0]) as client,
+    ):
+        await client.send(
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 8388608\r\n\r\n" + body_piece
+        )
+        await asyncio.sleep(0.2)  # bastion has answered and half-closed by now
+        for _ in range(32):  # 2 MiB more arrive after the answer
+            await client.send(body_piece)
+        response = await client.read_response()
+        assert response.status == 413
+        assert response.header("connection") == b"close"
+        assert await client.wait_closed(timeout=5)
+        assert not client.reset_by_peer
+    assert origin.requests == []

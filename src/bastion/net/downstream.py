@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Lingering close: how long to keep reading a client that is still sending after its answer.
+_LINGER_IDLE = 2.0  # close after this long without input
+_LINGER_TOTAL = 10.0  # and after this long in all
+
 
 class ConnectionRegistry:
     """The open client connections of a listener set, for graceful shutdown."""
@@ -79,6 +83,8 @@ class DownstreamConnection(asyncio.Protocol):
         self._tunnel: Tunnel | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+        self._linger_until = 0.0
 
     # -- DownstreamLink -------------------------------------------------------------------
 
@@ -128,6 +134,13 @@ class DownstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._tunnel is not None:
             self._tunnel.from_client(data)
+            return
+        if self._lingering:  # discard what the client still sends, for a bounded time
+            remaining = self._linger_until - self.loop.time()
+            if remaining <= 0 and self.transport is not None:
+                self.transport.close()
+            else:
+                self._arm_timer(min(_LINGER_IDLE, remaining))
             return
         reader = self._reader
         assert reader is not None
@@ -227,8 +240,7 @@ class DownstreamConnection(asyncio.Protocol):
             return
         if exchange.close_after or self._closing or not exchange.request_complete:
             self._exchange = None
-            self._closing = True
-            self.transport.close()
+            self._close_after_reply(lingering=not exchange.request_complete)
             return
         self._exchange = None
         reader = self._reader
@@ -289,7 +301,27 @@ class DownstreamConnection(asyncio.Protocol):
         ]
         transport.write(serialize_response_head(status, b"", headers) + body)
         log.info("refused request from %s: %s", self.client.peer_ip if self.client else "-", error)
-        transport.close()
+        self._close_after_reply(lingering=True)
+
+    def _close_after_reply(self, lingering: bool) -> None:
+        """Close once the answer is out. With `lingering`, the client may still be sending
+        (a body we refused or did not wait for): closing with unread input would make the
+        kernel send a reset that can destroy the answer in flight, so — like nginx's
+        lingering close — we half-close, read and discard for a while, then close."""
+        transport = self.transport
+        self._closing = True
+        if transport is None:
+            return
+        if not lingering or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = True
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        self._linger_until = self.loop.time() + _LINGER_TOTAL
+        self._arm_timer(_LINGER_IDLE)
 
     def _arm_timer(self, timeout: float) -> None:
         self._deadline = self.loop.time() + timeout
