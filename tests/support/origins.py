@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import socket
+import ssl as ssl_module
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -514,7 +515,9 @@ class AutonomousOrigin:
         keepalive_timeout: float | None = None,
         close_after: int | None = None,
         max_head_bytes: int = 64 * 1024,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
+        self.ssl = ssl  # serve over TLS with this context (an https origin)
         self.keepalive_timeout = keepalive_timeout
         self.close_after = close_after
         self.max_head_bytes = max_head_bytes
@@ -539,7 +542,7 @@ class AutonomousOrigin:
         return f"http://{HOST}:{self.port}"
 
     async def __aenter__(self) -> AutonomousOrigin:
-        self._server = await asyncio.start_server(self._on_connect, HOST, 0)
+        self._server = await asyncio.start_server(self._on_connect, HOST, 0, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -53,6 +54,10 @@ servers = ["http://10.0.0.5:8080"]
   `KiB`, `MiB`, `GiB` and lowercase units are accepted too), or integers of bytes.
 - **Addresses** are `"host:port"`, `"[v6]:port"` or `"unix:/path"`; port 0 picks any free port.
 - **CIDRs** are networks like `"10.0.0.0/8"` or `"fd00::/8"`; a single address means just it.
+- **File paths** (certificates, keys, CA bundles) are relative to the directory of the
+  configuration file, or absolute. Every file is read at load time: a missing or unreadable
+  file, a certificate file without a PEM certificate, a key that does not match its
+  certificate or a CA bundle that does not load is an error like any other.
 - A key is accepted only once the feature behind it works: until then it is rejected as
   unknown rather than accepted and ignored. The keys below are all there is today.
 
@@ -64,8 +69,9 @@ the running configuration stays). Every problem found is reported, one per line,
 
 ```
 edge.toml: site[1].route[0].upstream: route names upstream "api" which is not defined (defined: app)
-edge.toml: listen[0].tlz: unknown key "tlz" (allowed here: address)
+edge.toml: listen[0].tlz: unknown key "tlz" (allowed here: address, tls, redirect_to_https)
 edge.toml: server.graceful_timeout: expected a duration like "5s" or "250ms", got "5 parsecs"
+edge.toml: site[0].tls.key: certificate and key do not match
 edge.toml:12: invalid TOML: Expected '=' after a key in a key/value pair (column 7)
 ```
 
@@ -129,6 +135,9 @@ def _describe_type(annotation: Any, metadata: tuple[Any, ...] = ()) -> str:
     args = get_args(annotation)
     if hasattr(annotation, "__metadata__"):
         return _describe_type(args[0], tuple(annotation.__metadata__))
+    members = [arg for arg in args if arg is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(members) == 1:
+        return _describe_type(members[0])
     if unwrap(annotation) is not annotation:
         return _describe_type(unwrap(annotation))
     if get_origin(annotation) is Literal:

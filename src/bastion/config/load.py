@@ -4,6 +4,7 @@ Every mistake a user can make (an unreadable file, broken TOML, an unknown key, 
 a bad duration, a route naming a missing upstream) ends as one `ConfigError` listing every
 problem found, each as `FILE: key.path: message`; pydantic's own wording never reaches the
 user. The translation from pydantic error types to messages is the `_MESSAGES` table below.
+Relative file paths in the configuration are taken from the file's directory (`base_dir`).
 This module must not know what the settings mean, nor anything of sockets or the proxy.
 """
 
@@ -18,7 +19,8 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from bastion.config.model import PROBLEM_ERROR_TYPE, BastionConfig, Loc
+from bastion.config.model import BastionConfig
+from bastion.config.problems import PROBLEM_ERROR_TYPE, Loc
 from bastion.config.shape import annotation_at, table_at, unwrap
 from bastion.errors import ConfigError, ConfigProblem
 from bastion.units import describe_value
@@ -71,17 +73,24 @@ def load_config(path: str | os.PathLike[str]) -> BastionConfig:
         line = raw.count(b"\n", 0, error.start) + 1
         reason = f"not UTF-8 text (line {line})"
         raise ConfigError([ConfigProblem(source, "", f"cannot read: {reason}")]) from None
-    return parse_config(text, source)
+    return parse_config(text, source, base_dir=Path(source).parent)
 
 
-def parse_config(text: str, source: str) -> BastionConfig:
-    """Check configuration `text`, naming `source` in problems; raises ConfigError."""
+def parse_config(
+    text: str, source: str, *, base_dir: str | os.PathLike[str] | None = None
+) -> BastionConfig:
+    """Check configuration `text`, naming `source` in problems; raises ConfigError.
+
+    Relative file paths (certificates, keys) are taken from `base_dir`, by default the
+    current directory; either way they are absolute in the result.
+    """
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([_toml_problem(str(error), text, source)]) from None
+    base = Path(base_dir if base_dir is not None else Path.cwd()).absolute()
     try:
-        return BastionConfig.model_validate(document, context={"source": source})
+        return BastionConfig.model_validate(document, context={"source": source, "base_dir": base})
     except ValidationError as error:
         problems = [
             _problem(details, source)

@@ -3,9 +3,11 @@
 Every model is frozen and forbids unknown keys; every field has a description, from which
 docs/configuration.md is rendered (docs.py). Values in units are converted at load (see
 values.py): durations to float seconds, sizes to int bytes, addresses to `units.Address`,
-CIDRs to `ipaddress` networks. Checks that span tables (a route naming an upstream that does
-not exist, a host or a listen address given twice) live in one root validator on
-`BastionConfig`.
+CIDRs to `ipaddress` networks, file paths to absolute `Path`s. The `[upstream.NAME]` tables
+live in upstream.py, the `tls` tables in tls.py (their certificate checks in certificates.py);
+they are re-exported here. Checks that span tables (a route naming an upstream that does not
+exist, a host or a listen address given twice, a TLS listener without certificates) live in
+one root validator on `BastionConfig`.
 
 A key is accepted only once the feature behind it works; until then it is an unknown key.
 This module must not know about files, TOML or how problems are shown to people (load.py),
@@ -18,22 +20,24 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     PrivateAttr,
     StrictBool,
-    StrictInt,
-    ValidationError,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from bastion.config.problems import Loc, problems_error
+from bastion.config.tls import SiteTLS as SiteTLS
+from bastion.config.tls import UpstreamTLS as UpstreamTLS
+from bastion.config.upstream import KeepaliveSettings as KeepaliveSettings
+from bastion.config.upstream import Upstreams
+from bastion.config.upstream import UpstreamServer as UpstreamServer
+from bastion.config.upstream import UpstreamSettings as UpstreamSettings
+from bastion.config.upstream import UpstreamTimeouts as UpstreamTimeouts
 from bastion.config.values import (
     AddressValue,
-    DocType,
     Duration,
     FrozenMapping,
     HostPattern,
@@ -45,31 +49,11 @@ from bastion.config.values import (
     Regex,
     RoutePath,
     Size,
-    UpstreamName,
-    parse_server_url,
 )
-from bastion.units import Address, describe_value
-
-# The pydantic error type of a finished message raised with its own key path (see load.py).
-PROBLEM_ERROR_TYPE = "bastion_problem"
+from bastion.units import Address
 
 KIB = 1024
 MIB = 1024 * KIB
-
-Loc = tuple[str | int, ...]
-
-
-def problems_error(problems: list[tuple[Loc, str]]) -> ValidationError:
-    """A ValidationError carrying finished messages, each at its key path below the model."""
-    details = [
-        InitErrorDetails(
-            type=PydanticCustomError(PROBLEM_ERROR_TYPE, "{message}", {"message": message}),
-            loc=loc,
-            input=None,
-        )
-        for loc, message in problems
-    ]
-    return ValidationError.from_exception_data("BastionConfig", details)
 
 
 class ServerSettings(BaseModel):
@@ -132,6 +116,24 @@ class ListenSettings(BaseModel):
         description='Where to accept: `"host:port"`, `"[v6]:port"` or `"unix:/path"`; '
         "port 0 picks any free port."
     )
+    tls: StrictBool = Field(
+        default=False,
+        description="Terminate TLS here; certificates come from the sites (SNI), so at least "
+        "one site needs a `tls` table.",
+    )
+    redirect_to_https: StrictBool = Field(
+        default=False,
+        description="Answer every request with 308 to the `https://` URL (on a plain "
+        "listener: not with `tls`).",
+    )
+
+    @model_validator(mode="after")
+    def _tls_or_redirect(self) -> ListenSettings:
+        if self.tls and self.redirect_to_https:
+            raise problems_error(
+                [(("redirect_to_https",), "give either tls or redirect_to_https, not both")]
+            )
+        return self
 
 
 class RedirectSettings(BaseModel):
@@ -181,6 +183,12 @@ class RouteSettings(BaseModel):
     websocket: StrictBool = Field(
         default=True, description="Let Upgrade requests (WebSocket and others) pass through."
     )
+    client_cert_headers: StrictBool | None = Field(
+        default=None,
+        description="Send the client's certificate to the origin: `X-Client-Cert` (URL-encoded "
+        "PEM), `X-Client-Cert-Subject`, `-Issuer`, `-Serial`, `-Fingerprint` (SHA-256) and "
+        "`-Verify`; when left out, on if the site has `tls.client_auth`.",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_answer(self) -> RouteSettings:
@@ -207,125 +215,14 @@ class SiteSettings(BaseModel):
         description='Host names this site answers: exact names, `"*.example.com"` '
         'wildcards, `"*"` for any; lowercased, no port.'
     )
+    tls: SiteTLS | None = Field(
+        default=None,
+        description="The site's certificate for `tls = true` listeners, and client "
+        "certificates; plain HTTP only when left out.",
+    )
     route: Annotated[tuple[RouteSettings, ...], Field(min_length=1)] = Field(
         description="The site's routes (`[[site.route]]`), tried in file order."
     )
-
-
-def _server_url(url: str) -> str:
-    parse_server_url(url)
-    return url
-
-
-class UpstreamServer(BaseModel):
-    """One origin server: a `"http://host:port"` string or a `{ url = "..." }` table."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: Annotated[str, AfterValidator(_server_url), DocType("URL")] = Field(
-        description='`"http://host:port"` (port 80 when left out).'
-    )
-    _scheme: str = PrivateAttr("http")
-    _host: str = PrivateAttr("")
-    _port: int = PrivateAttr(80)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_url_string(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            parse_server_url(data)
-            return {"url": data}
-        if isinstance(data, dict | UpstreamServer):
-            return data
-        raise ValueError(
-            'expected a server URL like "http://10.0.0.5:8080" or a table { url = "..." }, '
-            f"got {describe_value(data)}"
-        )
-
-    @model_validator(mode="after")
-    def _split_url(self) -> UpstreamServer:
-        self._scheme, self._host, self._port = parse_server_url(self.url)
-        return self
-
-    @property
-    def scheme(self) -> str:
-        return self._scheme
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def address(self) -> Address:
-        return Address(self._host, self._port)
-
-
-class UpstreamTimeouts(BaseModel):
-    """An upstream's `timeouts = { ... }`: how long to wait for its servers."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    connect: PositiveDuration = Field(
-        default=5.0, description="Time to open a connection to a server."
-    )
-    read: PositiveDuration = Field(
-        default=60.0, description="Longest wait for the server's response head or next body bytes."
-    )
-    write: PositiveDuration = Field(
-        default=60.0, description="Longest wait for the server to accept more request bytes."
-    )
-    idle: PositiveDuration = Field(
-        default=60.0,
-        description="How long an upgraded (WebSocket) tunnel may stay silent both ways.",
-    )
-
-
-class KeepaliveSettings(BaseModel):
-    """An upstream's `keepalive = { ... }`: idle connections kept per server for reuse."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_idle: Annotated[StrictInt, Field(ge=0)] = Field(
-        default=32, description="Most idle connections kept per server (0: no pooling)."
-    )
-    idle_timeout: PositiveDuration = Field(
-        default=30.0, description="How long an idle pooled connection is kept."
-    )
-
-
-class UpstreamSettings(BaseModel):
-    """A named group of origin servers that routes proxy to."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    servers: Annotated[
-        tuple[UpstreamServer, ...], Field(min_length=1), DocType("list of URLs or tables")
-    ] = Field(
-        description='The origin servers: `"http://host:port"` strings or `{ url = "..." }` '
-        "tables (TLS to origins is not supported yet)."
-    )
-    timeouts: UpstreamTimeouts = Field(
-        default=UpstreamTimeouts(), description="Timeouts towards the servers."
-    )
-    keepalive: KeepaliveSettings = Field(
-        default=KeepaliveSettings(), description="Idle connection pool per server."
-    )
-
-
-def _frozen_upstreams(upstreams: Mapping[str, UpstreamSettings]) -> FrozenMapping[UpstreamSettings]:
-    return FrozenMapping(upstreams)
-
-
-Upstreams = Annotated[
-    Mapping[UpstreamName, UpstreamSettings],
-    AfterValidator(_frozen_upstreams),
-    PlainSerializer(dict, return_type=dict[str, UpstreamSettings]),
-    DocType("tables by name"),
-]
 
 
 class BastionConfig(BaseModel):
@@ -358,7 +255,12 @@ class BastionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_references(self) -> BastionConfig:
-        problems = self._undefined_upstreams() + self._repeated_hosts() + self._repeated_listens()
+        problems = (
+            self._undefined_upstreams()
+            + self._repeated_hosts()
+            + self._repeated_listens()
+            + self._tls_listens_without_certificates()
+        )
         if problems:
             raise problems_error(problems)
         return self
@@ -403,3 +305,16 @@ class BastionConfig(BaseModel):
                 )
             first.setdefault(address, i)
         return problems
+
+    def _tls_listens_without_certificates(self) -> list[tuple[Loc, str]]:
+        if any(site.tls is not None for site in self.site):
+            return []
+        return [
+            (
+                ("listen", i, "tls"),
+                "a TLS listener needs at least one site with tls.certificate and tls.key; "
+                "no site has a tls table",
+            )
+            for i, listen in enumerate(self.listen)
+            if listen.tls
+        ]

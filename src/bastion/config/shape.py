@@ -14,7 +14,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from bastion.config.model import BastionConfig, Loc
+from bastion.config.model import BastionConfig
+from bastion.config.problems import Loc
 
 
 def unwrap(annotation: Any) -> Any:

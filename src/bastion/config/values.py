@@ -2,18 +2,22 @@
 
 Units (durations, sizes, addresses, networks) are converted here from the text a user wrote:
 a file's values must be text with a unit, while Python callers (tests, code building a
-config) may pass ready-made values (float seconds, int bytes, `Address`, networks). Each check
-raises `ValueError` with a message for people; `DocType` tells docs.py how to name a type
-and spell its default. This module must not know about files, TOML, key paths or tables.
+config) may pass ready-made values (float seconds, int bytes, `Address`, networks). File
+paths are made absolute against the `base_dir` of the validation context (the configuration
+file's directory), or the current directory. Each check raises `ValueError` with a message
+for people; `DocType` tells docs.py how to name a type and spell its default. This module
+must not open files, nor know about TOML, key paths or tables.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
@@ -36,12 +40,19 @@ from bastion.units import (
 REDIRECT_PLACEHOLDERS = ("scheme", "host", "uri", "path", "query")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 SERVER_URL_EXPECTED = 'expected a server URL like "http://10.0.0.5:8080"'
+SERVER_URL_PORTS = {"http": 80, "https": 443}
+HSTS_EXPECTED = (
+    'expected a Strict-Transport-Security value starting with "max-age=" and a number of '
+    'seconds, like "max-age=31536000"'
+)
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HOST_NAME_RE = re.compile(
     r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*"
 )
 _UPSTREAM_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# max-age first, then only `; directive` parts of visible ASCII (a header value, no CR/LF).
+_HSTS_RE = re.compile(r"max-age=\d+[ \t]*(?:;[ \t!-~]*)?", re.IGNORECASE)
 
 V = TypeVar("V")
 
@@ -119,6 +130,17 @@ def _address(value: object, info: ValidationInfo) -> Address:
     if not _from_file(info) and isinstance(value, Address):
         return value
     return parse_address(_text(value, ADDRESS_EXPECTED))
+
+
+def _file_path(value: object, info: ValidationInfo) -> Path:
+    """An absolute path: relative ones are taken from the configuration file's directory."""
+    if _from_file(info) or not isinstance(value, os.PathLike):
+        value = _text(value, "expected a file path")
+    if not os.fspath(value):
+        raise ValueError('expected a file path, got ""')
+    context = info.context if isinstance(info.context, Mapping) else {}
+    base = Path(context.get("base_dir") or Path.cwd())
+    return base.absolute() / value
 
 
 def _network(value: object, info: ValidationInfo) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -226,15 +248,10 @@ def _redirect_template(template: str) -> str:
 
 
 def parse_server_url(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an upstream server URL "http://host[:port]"."""
+    """(scheme, host, port) of an upstream server URL "http[s]://host[:port]"."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme == "https":
-        raise ValueError(
-            f"TLS to origins is not supported yet: use an http:// server URL, "
-            f"got {describe_value(url)}"
-        )
-    if scheme != "http" or not parts.netloc or "@" in parts.netloc:
+    if scheme not in SERVER_URL_PORTS or not parts.netloc or "@" in parts.netloc:
         raise ValueError(f"{SERVER_URL_EXPECTED}, got {describe_value(url)}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(
@@ -244,12 +261,32 @@ def parse_server_url(url: str) -> tuple[str, str, int]:
     netloc = parts.netloc
     has_port = ":" in netloc.rpartition("]")[2]
     try:
-        address = parse_address(netloc if has_port else f"{netloc}:80")
+        address = parse_address(netloc if has_port else f"{netloc}:{SERVER_URL_PORTS[scheme]}")
     except ValueError:
         raise ValueError(f"{SERVER_URL_EXPECTED}, got {describe_value(url)}") from None
     if address.port == 0:
         raise ValueError(f"a server port must be 1 to 65535, got {describe_value(url)}")
     return scheme, address.host.lower(), address.port
+
+
+def _server_name(text: str) -> str:
+    """A DNS name (or address) to send by SNI and verify: lowercased, IDNA, no port."""
+    name = text.lower().removesuffix(".")
+    try:
+        ascii_name = name if name.isascii() else name.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_name = ""
+    if _HOST_NAME_RE.fullmatch(ascii_name) is None:
+        raise ValueError(
+            f'expected a host name like "app.internal", without a port, got {describe_value(text)}'
+        )
+    return ascii_name
+
+
+def _hsts(text: str) -> str:
+    if _HSTS_RE.fullmatch(text) is None:
+        raise ValueError(f"{HSTS_EXPECTED}, got {describe_value(text)}")
+    return text
 
 
 def _upstream_name(name: str) -> str:
@@ -266,3 +303,6 @@ RoutePath = Annotated[str, AfterValidator(_route_path), DocType("path")]
 Regex = Annotated[str, AfterValidator(_regex), DocType("regular expression")]
 RedirectTemplate = Annotated[str, AfterValidator(_redirect_template), DocType("URL template")]
 UpstreamName = Annotated[str, AfterValidator(_upstream_name)]
+ServerName = Annotated[str, AfterValidator(_server_name), DocType("host name")]
+StrictTransportSecurity = Annotated[str, AfterValidator(_hsts), DocType("header value")]
+FilePath = Annotated[Path, PlainValidator(_file_path), DocType("file path")]

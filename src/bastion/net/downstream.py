@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -19,9 +20,16 @@ from typing import TYPE_CHECKING
 from bastion.errors import ProxyError
 from bastion.http.events import BodyChunk, EndOfMessage, Event, RequestHead
 from bastion.http.h1_server import H1RequestReader, reason_phrase, serialize_response_head
+from bastion.net.tls import server_name_of
 from bastion.net.tunnel import Tunnel
 from bastion.net.upstream import UpstreamConnection
-from bastion.proxy.context import ClientInfo, RequestContext
+from bastion.proxy.context import (
+    PLAIN_LISTENER,
+    ClientInfo,
+    ListenerInfo,
+    RequestContext,
+    TLSInfo,
+)
 from bastion.proxy.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -66,11 +74,14 @@ class DownstreamConnection(asyncio.Protocol):
     """One client connection speaking HTTP/1.x."""
 
     def __init__(
-        self, pipeline_ref: PipelineRef, registry: ConnectionRegistry, scheme: bytes = b"http"
+        self,
+        pipeline_ref: PipelineRef,
+        registry: ConnectionRegistry,
+        listener: ListenerInfo = PLAIN_LISTENER,
     ) -> None:
         self._pipeline_ref = pipeline_ref
         self._registry = registry
-        self._scheme = scheme
+        self._listener = listener
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.client: ClientInfo | None = None
@@ -123,7 +134,13 @@ class DownstreamConnection(asyncio.Protocol):
         pipeline = self._pipeline_ref.pipeline
         limits = pipeline.plan.limits
         self._reader = H1RequestReader(limits.max_header_size, limits.max_uri_size)
-        self.client = _client_info(transport, self._scheme, pipeline)
+        accepts = self._listener.accepts_handshake
+        if accepts is not None and not accepts(transport.get_extra_info("ssl_object")):
+            log.info("closing a TLS connection below its site's min_version")
+            self._closing = True
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.client = _client_info(transport, self._listener, pipeline)
         self._registry.add(self)
         if self._registry.draining:
             self._closing = True
@@ -353,19 +370,36 @@ class PipelineRef:
         self.pipeline = pipeline
 
 
-def _client_info(transport: asyncio.BaseTransport, scheme: bytes, pipeline: Pipeline) -> ClientInfo:
+def _client_info(
+    transport: asyncio.BaseTransport, listener: ListenerInfo, pipeline: Pipeline
+) -> ClientInfo:
     """Who connected, read once per connection. A unix-socket client is `unix` (as in
     nginx's `unix:`); it is never a trusted proxy."""
     peer = transport.get_extra_info("peername")
     local = transport.get_extra_info("sockname")
+    tls = _tls_info(transport.get_extra_info("ssl_object"))
     if not isinstance(peer, tuple):
-        return ClientInfo("unix", 0, 0, scheme, False)
+        return ClientInfo("unix", 0, 0, listener.scheme, False, listener, tls)
     sock = transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     peer_ip = _plain_ip(str(peer[0]))
     port = int(local[1]) if isinstance(local, tuple) else 0
-    return ClientInfo(peer_ip, int(peer[1]), port, scheme, peer_ip in pipeline.plan.trusted)
+    trusted = peer_ip in pipeline.plan.trusted
+    return ClientInfo(peer_ip, int(peer[1]), port, listener.scheme, trusted, listener, tls)
+
+
+def _tls_info(ssl_object: ssl.SSLObject | None) -> TLSInfo | None:
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    return TLSInfo(
+        version=ssl_object.version() or "",
+        cipher=cipher[0] if cipher else "",
+        alpn=ssl_object.selected_alpn_protocol(),
+        server_name=server_name_of(ssl_object),
+        peer_certificate=ssl_object.getpeercert(binary_form=True),
+    )
 
 
 def _plain_ip(ip: str) -> str:

@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from bastion.errors import ErrorKind, ProxyError
 from bastion.http.events import BodyChunk, EndOfMessage, ResponseHead
 from bastion.http.h1_client import H1ResponseReader
+from bastion.net.tls import origin_context
 
 if TYPE_CHECKING:
+    from bastion.config.model import UpstreamTLS
     from bastion.proxy.plan import ServerPlan, UpstreamPlan
     from bastion.proxy.ports import ResponseListener
 
@@ -216,6 +219,7 @@ class UpstreamConnector:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._pools: dict[str, _ServerPool] = {}  # by ServerPlan.pool_key
+        self._tls_contexts: dict[UpstreamTLS, ssl.SSLContext] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.opened = 0
 
@@ -240,10 +244,17 @@ class UpstreamConnector:
     async def connect(self, upstream: UpstreamPlan, server: ServerPlan) -> UpstreamConnection:
         """A new connection (a timeout is the 504 kind, a refusal the 502 kind)."""
         loop = self.loop
+        tls = server.tls
+        context = self._tls_context(tls) if tls is not None else None
+        server_hostname = (tls.server_name or server.host) if tls is not None else None
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: UpstreamConnection(server, loop), server.host, server.port
+                    lambda: UpstreamConnection(server, loop),
+                    server.host,
+                    server.port,
+                    ssl=context,
+                    server_hostname=server_hostname,
                 ),
                 upstream.connect_timeout,
             )
@@ -251,6 +262,19 @@ class UpstreamConnector:
             raise ProxyError(
                 ErrorKind.UPSTREAM_CONNECT_TIMEOUT,
                 f"no connection to {server.label} within {upstream.connect_timeout:g}s",
+                retryable=True,
+            ) from None
+        except ssl.SSLCertVerificationError as error:
+            raise ProxyError(
+                ErrorKind.UPSTREAM_CONNECT_FAILED,
+                f"TLS certificate of {server.label} (as {server_hostname}) rejected: "
+                f"{error.verify_message or error.reason}; check upstream tls.ca / server_name",
+                retryable=True,
+            ) from None
+        except ssl.SSLError as error:
+            raise ProxyError(
+                ErrorKind.UPSTREAM_CONNECT_FAILED,
+                f"TLS handshake with {server.label} failed: {error.reason or error}",
                 retryable=True,
             ) from None
         except OSError as error:
@@ -261,6 +285,15 @@ class UpstreamConnector:
             ) from None
         self.opened += 1
         return conn
+
+    def _tls_context(self, tls: UpstreamTLS) -> ssl.SSLContext:
+        """One client context per upstream TLS setting, built on first use."""
+        context = self._tls_contexts.get(tls)
+        if context is None:
+            context = self._tls_contexts[tls] = origin_context(
+                verify=tls.verify, ca=tls.ca, certificate=tls.certificate, key=tls.key
+            )
+        return context
 
     def release(self, link: object, keepalive_timeout: float | None) -> None:
         assert isinstance(link, UpstreamConnection)

@@ -86,6 +86,11 @@ class AccessRecord:
     """Seconds from the request head received until the origin's response head arrived."""
     flag: str = "-"
     """Why the request ended: "ok", "upstream_connect_failed", "client_aborted", ..."""
+    tls_version: str | None = None
+    """"TLSv1.3" etc. for clients that came over TLS, else None."""
+    tls_cipher: str | None = None
+    alpn: str | None = None
+    """The application protocol negotiated by ALPN ("http/1.1"), None without."""
 
 
 class TimestampCache:
@@ -193,6 +198,9 @@ def format_json(record: AccessRecord, stamps: TimestampCache | None = None) -> s
             "connect_ms": _millis(record.connect_time),
             "first_byte_ms": _millis(record.first_byte_time),
             "flag": record.flag,
+            "tls_version": record.tls_version,
+            "tls_cipher": record.tls_cipher,
+            "alpn": record.alpn,
         }
     )
 

@@ -52,6 +52,11 @@ class AccessLogger:
         if ex.first_byte_at is not None:
             record.first_byte_time = ex.first_byte_at - ctx.started
         record.flag = ctx.flag
+        tls = ctx.client.tls
+        if tls is not None:
+            record.tls_version = tls.version
+            record.tls_cipher = tls.cipher
+            record.alpn = tls.alpn
         self.access_log.write(record)
 
 

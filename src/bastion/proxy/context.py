@@ -7,7 +7,9 @@ hot path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from bastion.http.events import Headers, RequestHead
 
@@ -16,26 +18,65 @@ if TYPE_CHECKING:
     from bastion.proxy.plan import CompiledRoute, ServerPlan
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerInfo:
+    """What a listener does with the connections it accepts."""
+
+    scheme: bytes = b"http"  # b"https" on TLS listeners
+    redirect_to_https: bool = False
+    # TLS listeners: whether a finished handshake is acceptable (the site's min_version)
+    accepts_handshake: Callable[[Any], bool] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TLSInfo:
+    """The TLS session of a client connection, read once after the handshake."""
+
+    version: str
+    cipher: str
+    alpn: str | None
+    server_name: str | None  # the SNI the client sent
+    peer_certificate: bytes | None  # DER of the client certificate, when one was presented
+    chain: tuple[bytes, ...] = ()  # what else the client sent, when the TLS library tells
+
+
+PLAIN_LISTENER = ListenerInfo()
+
+
 class ClientInfo:
     """Who is on the other end of a client connection, and how they reached us."""
 
     __slots__ = (
+        "filter_state",
         "forwarding_cache",
+        "listener",
         "local_port",
         "peer_ip",
         "peer_port",
         "peer_trusted",
         "scheme",
+        "tls",
     )
 
     def __init__(
-        self, peer_ip: str, peer_port: int, local_port: int, scheme: bytes, peer_trusted: bool
+        self,
+        peer_ip: str,
+        peer_port: int,
+        local_port: int,
+        scheme: bytes,
+        peer_trusted: bool,
+        listener: ListenerInfo = PLAIN_LISTENER,
+        tls: TLSInfo | None = None,
     ) -> None:
         self.peer_ip = peer_ip
         self.peer_port = peer_port
         self.local_port = local_port
         self.scheme = scheme
         self.peer_trusted = peer_trusted
+        self.listener = listener
+        self.tls = tls
+        # Per-connection state of filters (e.g. a client certificate's verdict), by filter.
+        self.filter_state: dict[object, object] = {}
         # Forwarding headers computed for this connection, by (mode, Host, prefix).
         self.forwarding_cache: dict[tuple[str, bytes, bytes | None], Headers] = {}
 

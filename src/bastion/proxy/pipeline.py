@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from bastion.errors import ErrorKind, ProxyError
+from bastion.http.client_cert import CLIENT_CERT_HEADERS
 from bastion.http.events import Framing, ResponseHead
 from bastion.http.forwarded import recover_client_ip
 from bastion.http.h1_client import serialize_request_head
@@ -24,11 +25,11 @@ from bastion.http.headers import HOP_BY_HOP, append_via, header_value, without_h
 from bastion.http.target import TargetError, parse_target
 from bastion.proxy.exchange import Exchange
 from bastion.proxy.phases import LocalReply
-from bastion.proxy.router import MethodMismatch
+from bastion.proxy.router import MethodMismatch, RouteMatch
 
 if TYPE_CHECKING:
     from bastion.proxy.context import RequestContext
-    from bastion.proxy.plan import Plan
+    from bastion.proxy.plan import CompiledRoute, Plan
     from bastion.proxy.ports import Connector, ExchangeLog, UpstreamLink
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE
 _MAX_REQUEST_ID = 200
 # Besides hop-by-hop headers, the client's X-Request-Id never goes on as is: bastion sets it
 # (keeping a trusted client's value).
-_NOT_TO_ORIGIN = HOP_BY_HOP | {b"x-request-id"}
+# Client-certificate headers are only ever set by bastion (spoofable otherwise).
+_NOT_TO_ORIGIN = HOP_BY_HOP | {b"x-request-id"} | CLIENT_CERT_HEADERS
 
 
 class RequestIds:
@@ -105,6 +107,8 @@ class Pipeline:
             raise ProxyError(ErrorKind.BAD_REQUEST, str(failure)) from None
         ctx.target = target
         ctx.upstream_target = target.uri
+        if client.listener.redirect_to_https:
+            return _https_redirect(head.host, target.uri)
         if target.authority is not None:
             # RFC 9112 3.2.2: an absolute-form target's authority replaces Host.
             head.host = target.authority
@@ -118,6 +122,14 @@ class Pipeline:
             return LocalReply(405, [(b"allow", allow)], b"405 Method Not Allowed\n", "bad_method")
         route = match.rule.target
         ctx.route = route
+        tls = client.tls
+        if (
+            tls is not None
+            and tls.server_name
+            and self.plan.client_auth_anywhere
+            and self._misdirected(match, tls.server_name)
+        ):
+            return LocalReply(421, [], b"421 Misdirected Request\n", "misdirected")
         if head.content_length is not None and head.content_length > route.max_body:
             raise ProxyError(ErrorKind.BODY_TOO_LARGE, "declared body over max_body")
         for request_filter in route.request_filters:
@@ -125,6 +137,16 @@ class Pipeline:
             if reply is not None:
                 return reply
         return None
+
+    def _misdirected(self, match: RouteMatch[CompiledRoute], server_name: str) -> bool:
+        """RFC 9110 15.5.20: the TLS handshake chose one site (by SNI), the Host another,
+        and either checks client certificates, so this connection must not serve it."""
+        chosen = self.plan.router.find_site(server_name.encode())
+        if chosen is None or chosen is match.site:
+            return False
+        return match.rule.target.client_auth != "off" or any(
+            rule.target.client_auth != "off" for rule in chosen.routes
+        )
 
     def upstream_head(self, ctx: RequestContext, tunnel: bool) -> bytes:
         """The request head the origin receives."""
@@ -299,6 +321,15 @@ class Pipeline:
         reply = LocalReply(status, [(b"x-request-id", ctx.request_id.encode())], body.encode())
         self.send_local(ex, reply)
         ctx.flag = error.kind.flag
+
+
+def _https_redirect(host: bytes, uri: bytes) -> LocalReply:
+    """A `redirect_to_https` listener's answer: 308 to the same host (default port) and URI."""
+    name = host.rpartition(b":")[0] if host.rpartition(b":")[2].isdigit() else host
+    if not name:
+        return LocalReply(400, [], b"400 Bad Request\n", "bad_request")
+    location = b"https://" + name + uri
+    return LocalReply(308, [(b"location", location)], b"308 Permanent Redirect\n", "redirect")
 
 
 class ExchangeWatchdog:

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bastion.balance.select import RoundRobin
-from bastion.config.model import BastionConfig, RouteSettings, UpstreamSettings
+from bastion.config.model import (
+    BastionConfig,
+    RouteSettings,
+    SiteSettings,
+    UpstreamSettings,
+    UpstreamTLS,
+)
 from bastion.http.forwarded import TrustedProxies
 from bastion.proxy.phases import Filter, implementing
 from bastion.proxy.router import Router, RouteRule, SiteRules
@@ -31,10 +37,11 @@ class ServerPlan:
     label: str  # "host:port", for logs
     max_idle: int
     idle_timeout: float
+    tls: UpstreamTLS | None = None  # how to speak TLS to it (https servers), else None
 
     @property
     def pool_key(self) -> str:
-        return self.label
+        return self.label if self.tls is None else "https://" + self.label
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,7 @@ class CompiledRoute:
 
     label: str  # the route's path or regex, for logs
     site: str
+    client_auth: str  # the site's client-certificate mode: "off", "optional", "required"
     upstream: UpstreamPlan | None
     max_body: int
     websocket: bool
@@ -83,9 +91,10 @@ class Plan:
     upstreams: dict[str, UpstreamPlan]
     limits: Limits
     trusted: TrustedProxies
+    client_auth_anywhere: bool = False  # some site checks client certificates
 
 
-FilterBuilder = Callable[[RouteSettings], tuple[Filter, ...]]
+FilterBuilder = Callable[[SiteSettings, RouteSettings], tuple[Filter, ...]]
 
 
 def build_plan(config: BastionConfig, route_filters: FilterBuilder) -> Plan:
@@ -94,8 +103,10 @@ def build_plan(config: BastionConfig, route_filters: FilterBuilder) -> Plan:
     sites = []
     for site in config.site:
         site_name = site.hosts[0]
+        client_auth = site.tls.client_auth if site.tls is not None else "off"
         rules = tuple(
-            _route_rule(route, site_name, upstreams, route_filters(route)) for route in site.route
+            _route_rule(route, site_name, client_auth, upstreams, route_filters(site, route))
+            for route in site.route
         )
         sites.append(SiteRules(hosts=tuple(site.hosts), routes=rules, name=site_name))
     server = config.server
@@ -112,6 +123,9 @@ def build_plan(config: BastionConfig, route_filters: FilterBuilder) -> Plan:
         upstreams=upstreams,
         limits=limits,
         trusted=TrustedProxies(list(server.trusted_proxies)),
+        client_auth_anywhere=any(
+            site.tls is not None and site.tls.client_auth != "off" for site in config.site
+        ),
     )
 
 
@@ -124,6 +138,7 @@ def _upstream_plan(name: str, settings: UpstreamSettings) -> UpstreamPlan:
             label=f"{s.host}:{s.port}",
             max_idle=keepalive.max_idle,
             idle_timeout=keepalive.idle_timeout,
+            tls=settings.tls if s.scheme == "https" else None,
         )
         for s in settings.servers
     )
@@ -141,12 +156,14 @@ def _upstream_plan(name: str, settings: UpstreamSettings) -> UpstreamPlan:
 def _route_rule(
     route: RouteSettings,
     site_name: str,
+    client_auth: str,
     upstreams: dict[str, UpstreamPlan],
     filters: tuple[Filter, ...],
 ) -> RouteRule[CompiledRoute]:
     compiled = CompiledRoute(
         label=route.path_regex or route.path,
         site=site_name,
+        client_auth=client_auth,
         upstream=upstreams[route.upstream] if route.upstream else None,
         max_body=route.max_body,
         websocket=route.websocket,

@@ -17,9 +17,11 @@ from bastion.config import BastionConfig, load_config
 from bastion.errors import ConfigError
 from bastion.filters.chain import route_filters
 from bastion.net.downstream import ConnectionRegistry, DownstreamConnection, PipelineRef
+from bastion.net.tls import ListenerTLS, SiteCertificate
 from bastion.net.upstream import UpstreamConnector
 from bastion.observe.access_log import AccessLog
 from bastion.observe.request_log import AccessLogger
+from bastion.proxy.context import ListenerInfo
 from bastion.proxy.pipeline import Pipeline
 from bastion.proxy.plan import build_plan
 
@@ -49,19 +51,32 @@ class ProxyServer:
     async def start(self) -> None:
         for listen in self.config.listen:
             address = listen.address
-            factory = self._connection_factory()
+            tls = listener_tls(self.config) if listen.tls else None
+            context = tls.context if tls is not None else None
+            info = ListenerInfo(
+                scheme=b"https" if listen.tls else b"http",
+                redirect_to_https=listen.redirect_to_https,
+                accepts_handshake=tls.version_allowed if tls is not None else None,
+            )
+            factory = self._connection_factory(info)
             if address.unix_path is not None:
-                server = await self.loop.create_unix_server(factory, address.unix_path)
+                server = await self.loop.create_unix_server(factory, address.unix_path, ssl=context)
             else:
                 server = await self.loop.create_server(
-                    factory, address.host, address.port, reuse_address=True, backlog=1024
+                    factory,
+                    address.host,
+                    address.port,
+                    reuse_address=True,
+                    backlog=1024,
+                    ssl=context,
+                    ssl_handshake_timeout=self.config.server.header_timeout if context else None,
                 )
             self.servers.append(server)
             log.info("listening on %s", ", ".join(self.addresses_of(server)))
 
-    def _connection_factory(self) -> Callable[[], DownstreamConnection]:
+    def _connection_factory(self, info: ListenerInfo) -> Callable[[], DownstreamConnection]:
         ref, registry = self.pipeline_ref, self.registry
-        return lambda: DownstreamConnection(ref, registry)
+        return lambda: DownstreamConnection(ref, registry, info)
 
     @staticmethod
     def addresses_of(server: asyncio.Server) -> list[str]:
@@ -114,6 +129,23 @@ class ProxyServer:
         self.access_log.flush()
         self.access_log.close()
         self.stopped.set()
+
+
+def listener_tls(config: BastionConfig) -> ListenerTLS:
+    """The TLS contexts of a TLS listener: every site with a certificate, chosen by SNI."""
+    sites = [
+        SiteCertificate(
+            hosts=tuple(site.hosts),
+            certificate=site.tls.certificate,
+            key=site.tls.key,
+            min_version=site.tls.min_version,
+            client_auth=site.tls.client_auth,
+            client_ca=site.tls.client_ca,
+        )
+        for site in config.site
+        if site.tls is not None
+    ]
+    return ListenerTLS(sites)
 
 
 async def serve_forever(path: Path) -> int:

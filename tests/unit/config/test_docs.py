@@ -59,12 +59,14 @@ def test_sections_follow_the_file_layout() -> None:
         "## `[log]`",
         "## `[[listen]]`",
         "## `[[site]]`",
+        "## `[site.tls]`",
         "## `[[site.route]]`",
         "## `[site.route.redirect]`",
         "## `[upstream.NAME]`",
         "## `[[upstream.NAME.servers]]`",
         "## `[upstream.NAME.timeouts]`",
         "## `[upstream.NAME.keepalive]`",
+        "## `[upstream.NAME.tls]`",
     ]
 
 
@@ -78,3 +80,8 @@ def test_rows_show_types_and_defaults_as_users_write_them() -> None:
     assert '| `format` | `"combined"` or `"json"` | `"combined"` |' in page
     assert "| `websocket` | boolean | `true` |" in page
     assert "| `timeouts` | table | see below |" in page
+    assert "| `tls` | boolean | `false` |" in page
+    assert "| `certificate` | file path | required |" in page
+    assert "| `ca` | file path | none |" in page
+    assert '| `client_auth` | `"off"` or `"optional"` or `"required"` | `"off"` |' in page
+    assert "| `path_regex` | regular expression | none |" in page

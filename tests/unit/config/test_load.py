@@ -201,7 +201,8 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
         ),
         (
             config_text(listen="tlz = true"),
-            'edge.toml: listen[0].tlz: unknown key "tlz" (allowed here: address)',
+            'edge.toml: listen[0].tlz: unknown key "tlz" (allowed here: address, tls, '
+            "redirect_to_https)",
         ),
         (
             config_text(route="  cache = true"),
@@ -210,7 +211,7 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
         (
             config_text(upstream='balance = "least_conn"'),
             'edge.toml: upstream.app.balance: unknown key "balance" (allowed here: servers, '
-            "timeouts, keepalive)",
+            "timeouts, keepalive, tls)",
         ),
         (
             config_text(upstream='timeouts = { connect = "1s", total = "9s" }'),
@@ -311,10 +312,14 @@ def test_bad_units(text: str, problem: str) -> None:
     ("server", "problem"),
     [
         (
-            '"https://10.0.0.5"',
-            "edge.toml: upstream.app.servers[0]: TLS to origins is not supported yet",
+            '"ftp://10.0.0.5"',
+            'edge.toml: upstream.app.servers[0]: expected a server URL like "http://10.0.0.5:8080"',
         ),
-        ('{ url = "https://10.0.0.5" }', "upstream.app.servers[0].url: TLS to origins"),
+        (
+            '{ url = "https://10.0.0.5/app" }',
+            "edge.toml: upstream.app.servers[0].url: a server URL names only scheme, host and port",
+        ),
+        ('"https://10.0.0.5:0"', "servers[0]: a server port must be 1 to 65535"),
         ('"10.0.0.5:8080"', 'servers[0]: expected a server URL like "http://10.0.0.5:8080"'),
         ('"http://10.0.0.5/app"', "servers[0]: a server URL names only scheme, host and port"),
         ('"http://10.0.0.5:0"', "servers[0]: a server port must be 1 to 65535"),
@@ -432,7 +437,7 @@ def test_missing_required_keys() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     text = config_text(
         top='[server]\ngraceful_timeout = "soon"\nworkers = 2',
-        listen="tls = true",
+        listen="http2 = true",
         route='  websocket = "yes"',
         upstream='balance = "ewma"',
     )
@@ -440,7 +445,7 @@ def test_every_problem_is_reported_at_once() -> None:
     assert [line.split(": ")[1] for line in problems] == [
         "server.graceful_timeout",
         "server.workers",
-        "listen[0].tls",
+        "listen[0].http2",
         "site[0].route[0].websocket",
         "upstream.app.balance",
     ]

@@ -100,6 +100,9 @@ def test_upstreams_read_like_a_mapping() -> None:
         ("http://App.Internal", "http", "app.internal", 80),
         ("http://[::1]:81/", "http", "::1", 81),
         ({"url": "HTTP://origin:9000"}, "http", "origin", 9000),
+        ("https://api.internal", "https", "api.internal", 443),
+        ("HTTPS://[fd00::7]:8443/", "https", "fd00::7", 8443),
+        ({"url": "https://10.0.0.5:443"}, "https", "10.0.0.5", 443),
     ],
 )
 def test_upstream_server_url_is_split(given: object, scheme: str, host: str, port: int) -> None:

@@ -162,7 +162,8 @@ def test_json_line_for_a_served_request() -> None:
         '"bytes_in":87,"bytes_out":612,"referer":"https://example.com/",'
         '"user_agent":"curl/8.5.0","request_id":"abc123","site":"shop","route":"static",'
         '"upstream":"web","upstream_server":"10.0.0.5:8080","upstream_status":200,'
-        '"duration_ms":42.1,"connect_ms":0.0,"first_byte_ms":31.4,"flag":"ok"}'
+        '"duration_ms":42.1,"connect_ms":0.0,"first_byte_ms":31.4,"flag":"ok",'
+        '"tls_version":null,"tls_cipher":null,"alpn":null}'
     )
 
 
