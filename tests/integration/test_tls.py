@@ -393,3 +393,31 @@ async def test_https_origin_with_verification_off(pki: TestPKI) -> None:
         async with running_proxy(toml) as proxy:
             response, _ = await tls_get(proxy.ports[0], pki, "a.test")
     assert response.status == 200  # type: ignore[attr-defined]
+
+
+def _resumed_handshake(port: int, context: ssl.SSLContext) -> tuple[bool, bool]:
+    """Two connections with the same client session; (first reused, second reused)."""
+    import socket
+
+    def one(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="a.test", session=session) as tls:
+                tls.sendall(b"GET /echo HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                while tls.recv(65536):
+                    pass  # reading lets the TLS 1.3 session ticket arrive
+                return tls.session, tls.session_reused
+
+    session, first = one(None)
+    _, second = one(session)
+    return first, second
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_tls_sessions_resume(pki: TestPKI, version: ssl.TLSVersion) -> None:
+    async with AutonomousOrigin() as origin, running_proxy(
+        tls_config(pki, f"http://{origin.address}")
+    ) as proxy:
+        context = pki.client_context()
+        context.minimum_version = context.maximum_version = version
+        first, second = await asyncio.to_thread(_resumed_handshake, proxy.ports[0], context)
+    assert (first, second) == (False, True)
