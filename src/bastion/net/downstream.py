@@ -18,7 +18,16 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from bastion.errors import ProxyError
-from bastion.http.events import BodyChunk, EndOfMessage, Event, RequestHead
+from bastion.http.chunked import chunk, last_chunk
+from bastion.http.events import (
+    BodyChunk,
+    EndOfMessage,
+    Event,
+    Framing,
+    Headers,
+    RequestHead,
+    ResponseHead,
+)
 from bastion.http.h1_server import H1RequestReader, reason_phrase, serialize_response_head
 from bastion.net.tls import server_name_of
 from bastion.net.tunnel import Tunnel
@@ -96,6 +105,8 @@ class DownstreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._lingering = False
         self._linger_until = 0.0
+        self._chunked_out = False  # the current response is sent chunked
+        self._pending_head = b""  # a response head waiting for its first body bytes
 
     # -- DownstreamLink -------------------------------------------------------------------
 
@@ -106,6 +117,59 @@ class DownstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
+
+    # Response framing for HTTP/1.x: Content-Length kept, chunked for 1.1 clients when the
+    # origin's body has no length, close-delimited for 1.0 clients; the head waits for the
+    # first body bytes (or the end of the origin's read) so a small response is one write.
+
+    def send_informational(self, head: ResponseHead, headers: Headers) -> None:
+        exchange = self._exchange
+        if exchange is not None and exchange.ctx.head.http_version == b"1.1":
+            self.write(serialize_response_head(head.status, head.reason, headers))
+
+    def send_response_head(
+        self, exchange: Exchange, head: ResponseHead, headers: Headers, body: bytes | None
+    ) -> None:
+        version = exchange.ctx.head.http_version
+        self._chunked_out = False
+        if head.framing is Framing.CHUNKED or head.framing is Framing.CLOSE:
+            if version == b"1.1":
+                self._chunked_out = True
+                headers.append((b"transfer-encoding", b"chunked"))
+            else:
+                exchange.close_after = True
+        if exchange.close_after:
+            headers.append((b"connection", b"close"))
+        elif version == b"1.0":
+            headers.append((b"connection", b"keep-alive"))
+        out = serialize_response_head(head.status, head.reason, headers, version)
+        if body is None:
+            self._pending_head = out
+        else:
+            self.write(out + body)
+
+    def send_body(self, data: bytes) -> None:
+        out = chunk(data) if self._chunked_out else data
+        if self._pending_head:
+            out = self._pending_head + out
+            self._pending_head = b""
+        self.write(out)
+
+    def end_response(self, trailers: Headers) -> None:
+        out = last_chunk(trailers) if self._chunked_out else b""
+        if self._pending_head:
+            out = self._pending_head + out
+            self._pending_head = b""
+        if out:
+            self.write(out)
+
+    def flush(self) -> None:
+        if self._pending_head:
+            self.write(self._pending_head)
+            self._pending_head = b""
+
+    def send_switch(self, head: ResponseHead, headers: Headers) -> None:
+        self.write(serialize_response_head(101, head.reason, headers))
 
     def pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None and not self._closing:

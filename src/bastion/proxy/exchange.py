@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bastion.errors import ErrorKind, ProxyError
+from bastion.http.chunked import chunk, last_chunk
 from bastion.http.events import Framing, Headers, ResponseHead
-from bastion.http.h1_server import serialize_response_head
 from bastion.http.headers import append_via, without_hop_by_hop
 
 if TYPE_CHECKING:
@@ -32,14 +32,6 @@ _NO_TRAILERS: Headers = []  # shared default; never mutated
 
 def _nothing(exchange: Exchange) -> None:
     pass
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def last_chunk(trailers: Headers) -> bytes:
-    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
 
 
 class Exchange:
@@ -64,13 +56,11 @@ class Exchange:
     response_head: ResponseHead | None = None
     response_started = False
     response_complete = False
-    chunked_out = False
     bytes_out = 0
     first_byte_at: float | None = None
     switched = False
     switch_head: ResponseHead | None = None
     _tunnel_first_bytes = b""
-    _pending_head = b""
     status = 0  # the status the client was sent, for the log
     connect_time: float | None = None
     abort_client = False  # cut the client connection: the response is unusable
@@ -200,11 +190,7 @@ class Exchange:
     def on_response_body(self, data: bytes) -> None:
         self.last_upstream_activity = self.loop.time()
         self.bytes_out += len(data)
-        out = chunk(data) if self.chunked_out else data
-        if self._pending_head:
-            out = self._pending_head + out
-            self._pending_head = b""
-        self.downstream.write(out)
+        self.downstream.send_body(data)
         if self.downstream.write_paused and self.upstream is not None:
             self.upstream.pause_reading()
 
@@ -212,12 +198,7 @@ class Exchange:
         if self.response_head is None:
             self._resolve(ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "no final response head"))
             return
-        out = last_chunk(trailers) if self.chunked_out else b""
-        if self._pending_head:
-            out = self._pending_head + out
-            self._pending_head = b""
-        if out:
-            self.downstream.write(out)
+        self.downstream.end_response(trailers)
         self.response_complete = True
         self._resolve(None)
 
@@ -272,48 +253,27 @@ class Exchange:
         if head.status == 101:
             self.switch_head = head  # written by the tunnel set-up once the switch is final
             return
-        if self.ctx.head.http_version == b"1.1" and not self.response_started:
-            headers = without_hop_by_hop(head.headers)
-            self.downstream.write(serialize_response_head(head.status, head.reason, headers))
+        if not self.response_started:
+            self.downstream.send_informational(head, without_hop_by_hop(head.headers))
 
     def send_head(self, head: ResponseHead, body: bytes | None = None) -> None:
-        """Run the response-header filters, choose the client framing, send the head.
-
-        With `body` (a local answer) head and body are written at once; otherwise the head
-        waits for the first body bytes or the end of the origin's read, so a small response
-        costs one write.
-        """
+        """Run the response-header filters and hand the end-to-end head to the client link,
+        which frames it for its protocol. With `body` (a local answer) the whole response
+        goes at once."""
         ctx = self.ctx
         route = ctx.route
         if route is not None:
             for response_filter in route.response_filters:
                 response_filter.response_headers(ctx, head)
         headers = without_hop_by_hop(head.headers)
-        client_version = ctx.head.http_version
-        if head.framing is Framing.CHUNKED or head.framing is Framing.CLOSE:
-            if client_version == b"1.1":
-                self.chunked_out = True
-                headers.append((b"transfer-encoding", b"chunked"))
-            else:
-                self.close_after = True
-        if self.close_after:
-            headers.append((b"connection", b"close"))
-        elif client_version == b"1.0":
-            headers.append((b"connection", b"keep-alive"))
         append_via(headers, head.http_version)
         self.response_started = True
         self.status = head.status
-        out = serialize_response_head(head.status, head.reason, headers, client_version)
-        if body is None:
-            self._pending_head = out
-        else:
-            self.downstream.write(out + body)
+        self.downstream.send_response_head(self, head, headers, body)
 
     def flush(self) -> None:
-        """Write a head still waiting for body bytes (end of the origin's read)."""
-        if self._pending_head:
-            self.downstream.write(self._pending_head)
-            self._pending_head = b""
+        """The origin's read ended: let the client link write what it holds back."""
+        self.downstream.flush()
 
     def _resolve(self, error: ProxyError | None) -> None:
         """End the exchange once; whoever waits (`on_end`) is told at once, synchronously.
@@ -341,7 +301,7 @@ class Exchange:
         append_via(headers, head.http_version)
         self.status = 101
         self.response_started = True
-        self.downstream.write(serialize_response_head(101, head.reason, headers))
+        self.downstream.send_switch(head, headers)
 
     @property
     def tunnel_first_bytes(self) -> bytes:
