@@ -1,15 +1,16 @@
 """Benchmark bastion against nginx and against the origin alone, with wrk.
 
-Usage: python bench/run.py [--duration 10] [--rounds 3] [--only small,1m] [--markdown]
+Usage: python bench/run.py [--duration 10] [--rounds 3] [--only small,1m,https] [--markdown]
 
 Starts bench/origin.py, nginx and bastion (each on a free 127.0.0.1 port, each in its own process
-group), waits until each serves the expected bodies, then runs wrk against every target, rounds
-interleaved (round 1: origin, nginx, bastion; round 2: ...), and prints one table per scenario
-with the median figures. A target that fails to start is reported and skipped. Every process is
-stopped on exit, including on Ctrl-C or SIGTERM. See bench/README.md.
+group; with the https scenario the proxies also get a TLS listener with one shared throw-away
+certificate), waits until each serves the expected bodies, then runs wrk against every target,
+rounds interleaved (round 1: origin, nginx, bastion; round 2: ...), and prints one table per
+scenario with the median figures. A target that fails to start is reported and skipped. Every
+process is stopped on exit, including on Ctrl-C or SIGTERM. See bench/README.md.
 
 This module holds the command line and the order of runs; process handling lives in targets.py,
-wrk parsing in wrk_output.py, tables in report.py.
+wrk parsing in wrk_output.py, tables in report.py, certificates in tls_material.py.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from types import FrameType
 import cpu_load
 import report
 import targets
+import tls_material
 from report import Measurement
-from targets import LaunchSpec, Target, TargetStartError
+from targets import LaunchSpec, Target, TargetStartError, TLSListener
 from wrk_output import WrkOutputError, parse_wrk_output
 
 TARGET_NAMES = ("origin", "nginx", "bastion")
@@ -44,11 +46,15 @@ class Scenario:
     path: str
     connections: int
     description: str
+    tls: bool = False  # over the proxies' TLS listeners (the origin has none: not measured)
 
 
 SCENARIOS = {
     "small": Scenario("small", "/small", 50, "13-byte bodies, keep-alive, 50 connections"),
     "1m": Scenario("1m", "/1m", 10, "1 MiB bodies, keep-alive, 10 connections"),
+    "https": Scenario(
+        "https", "/small", 50, "13-byte bodies over TLS, keep-alive, 50 connections", tls=True
+    ),
 }
 
 
@@ -84,7 +90,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark origin, nginx and bastion with wrk.")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--only", default="small,1m", help="scenarios: " + ",".join(SCENARIOS))
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help="scenarios: " + ",".join(SCENARIOS)
+    )
     parser.add_argument("--targets", default=",".join(TARGET_NAMES), help="targets to run")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load first")
     parser.add_argument("--pin", choices=("split", "none"), default="split", help="CPU pinning")
@@ -127,15 +135,24 @@ def start_targets(
     """Start the origin (always: the proxies need it), then each proxy asked for.
 
     A proxy that fails is reported with its stderr tail and left out; if the origin fails,
-    nothing can be measured and TargetStartError propagates.
+    nothing can be measured and TargetStartError propagates. When a TLS scenario is asked
+    for, both proxies also listen with TLS, serving the same certificate.
     """
     origin_port = targets.free_port()
     specs = [targets.origin_spec(origin_port, pinning.load, args.origin_workers)]
     names = args.target_names
+    certificate = None
+    if any(SCENARIOS[name].tls for name in args.scenarios):
+        certificate = tls_material.write_certificate(workdir)
+
+    def tls_listener() -> TLSListener | None:
+        return TLSListener(targets.free_port(), certificate) if certificate else None
+
+    port, cpus = targets.free_port, pinning.proxy
     if "nginx" in names:
-        specs.append(targets.nginx_spec(workdir, targets.free_port(), origin_port, pinning.proxy))
+        specs.append(targets.nginx_spec(workdir, port(), origin_port, cpus, tls_listener()))
     if "bastion" in names:
-        specs.append(targets.bastion_spec(workdir, targets.free_port(), origin_port, pinning.proxy))
+        specs.append(targets.bastion_spec(workdir, port(), origin_port, cpus, tls_listener()))
     running: dict[str, Target] = {}
     for spec in specs:
         target = launch(spec, workdir, stack)
@@ -148,7 +165,8 @@ def start_targets(
 
 def launch(spec: LaunchSpec, workdir: Path, stack: contextlib.ExitStack) -> Target | None:
     """Spawn one target and wait until it answers; on failure print why and stop it."""
-    log(f"starting {spec.name} on 127.0.0.1:{spec.port}: {targets.describe(spec.argv)}")
+    tls = f" (TLS on {spec.tls_port})" if spec.tls_port is not None else ""
+    log(f"starting {spec.name} on 127.0.0.1:{spec.port}{tls}: {targets.describe(spec.argv)}")
     try:
         target = targets.spawn(spec, workdir)
     except OSError as exc:
@@ -178,6 +196,7 @@ class Bench:
     pinning: Pinning
     running: dict[str, Target]
     foreign_loads: list[float] = field(default_factory=list)
+    tls_setup: str | None = None  # what the TLS scenario compared, asked while targets run
 
     def run_wrk(self, scenario: Scenario, target: Target, duration: int) -> Measurement | None:
         """One wrk run; None (after saying why) if wrk failed or printed something unexpected.
@@ -185,7 +204,7 @@ class Bench:
         Also measures the target's own CPU time and how much CPU other processes took.
         """
         argv = ["wrk", f"-t{WRK_THREADS}", f"-c{scenario.connections}", f"-d{duration}s"]
-        argv += ["--latency", target.url(scenario.path)]
+        argv += ["--latency", target.url(scenario.path, tls=scenario.tls)]
         cpus = self.pinning.load
         pgids = [t.process.pid for t in self.running.values()]
         target_before = cpu_load.group_cpu_seconds([target.process.pid])
@@ -230,6 +249,13 @@ class Bench:
         """Warm every target up, then run the interleaved rounds; medians per target."""
         order = [n for n in TARGET_NAMES if n in self.running and n in self.args.target_names]
         log(f"\n== {scenario.name}: {scenario.description} ==")
+        if scenario.tls:
+            plain = [n for n in order if self.running[n].tls_port is None]
+            order = [n for n in order if n not in plain]
+            for name in plain:
+                log(f"  {name} has no TLS listener; not measured in this scenario")
+            self.tls_setup = tls_description({n: self.running[n].tls_port for n in order})
+            log(f"  {self.tls_setup}")
         for name in order if self.args.warmup > 0 else []:
             log(f"  warm-up {name} ({self.args.warmup}s)")
             self.run_wrk(scenario, self.running[name], self.args.warmup)
@@ -253,6 +279,8 @@ class Bench:
             f"wrk -t{WRK_THREADS} -d{args.duration}s --latency, {args.rounds} round(s) "
             f"interleaved, {args.warmup}s warm-up per target, medians over rounds"
         )
+        if self.tls_setup is not None:
+            env["tls"] = self.tls_setup
         if self.foreign_loads:
             env["foreign CPU load"] = (
                 f"median {statistics.median(self.foreign_loads):.0%}, "
@@ -266,6 +294,21 @@ class Bench:
             ratio = report.bastion_ratio(summaries)
             if ratio is not None:
                 print(f"\nbastion/nginx req/s: {ratio:.2f}")
+
+
+def tls_description(tls_ports: dict[str, int | None]) -> str:
+    """The TLS setup of the https scenario, with what a default OpenSSL client negotiates."""
+    got = "; ".join(
+        f"{name}: {targets.negotiated_tls(port)}"
+        for name, port in tls_ports.items()
+        if port is not None
+    )
+    key = tls_material.KEY_TYPE_NAMES[tls_material.DEFAULT_KEY_TYPE]
+    return (
+        f"one trustme certificate ({key}) for both proxies, "
+        f"TLS 1.2 + 1.3, Mozilla intermediate TLS 1.2 ciphers; a default OpenSSL client (like wrk) "
+        f"negotiates {got}"
+    )
 
 
 def _describe(run: Measurement) -> str:

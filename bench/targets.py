@@ -1,16 +1,19 @@
 """Starting, checking and stopping the processes under test: the origin, nginx and bastion.
 
-Knows each target's command line and generated config file, free-port picking, CPU pinning,
-readiness checks and process-group cleanup. Knows nothing about wrk, rounds or result tables.
+Knows each target's command line and generated config file (with an optional TLS listener
+next to the plain one), free-port picking, CPU pinning, readiness checks and process-group
+cleanup. Knows nothing about wrk, rounds or result tables.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -18,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+
+from tls_material import INTERMEDIATE_TLS12_CIPHERS, CertificateFiles
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -38,9 +43,20 @@ class Target:
     port: int
     process: subprocess.Popen[bytes]
     stderr_path: Path
+    tls_port: int | None = None
 
-    def url(self, path: str) -> str:
+    def url(self, path: str, tls: bool = False) -> str:
+        if tls:
+            return f"https://127.0.0.1:{self.tls_port}{path}"
         return f"http://127.0.0.1:{self.port}{path}"
+
+
+@dataclass(frozen=True)
+class TLSListener:
+    """A second, TLS-terminating listener of a proxy: its port and the certificate it serves."""
+
+    port: int
+    certificate: CertificateFiles
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,7 @@ class LaunchSpec:
     cpus: frozenset[int] | None
     env: dict[str, str] | None = None
     ready_timeout: float = 15.0
+    tls_port: int | None = None
 
 
 def free_port() -> int:
@@ -88,7 +105,7 @@ def spawn(spec: LaunchSpec, workdir: Path) -> Target:
             start_new_session=True,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
-    return Target(spec.name, spec.port, process, stderr_path)
+    return Target(spec.name, spec.port, process, stderr_path, spec.tls_port)
 
 
 def stop(target: Target) -> None:
@@ -118,10 +135,13 @@ def _group_exited(target: Target, timeout: float) -> bool:
     return False
 
 
-def probe(port: int) -> str | None:
-    """None if the server answers /small and /1m with the expected bodies, else the problem."""
+def probe(port: int, tls: bool = False) -> str | None:
+    """None if the server answers /small and /1m with the expected bodies, else the problem.
+
+    With `tls`, over HTTPS without verifying the certificate (as wrk does).
+    """
     for path, check in (("/small", _is_small_body), ("/1m", _is_large_body)):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3.0)
+        conn = _connection(port, tls)
         try:
             conn.request("GET", path)
             response = conn.getresponse()
@@ -133,6 +153,29 @@ def probe(port: int) -> str | None:
         if response.status != 200 or not check(body):
             return f"GET {path}: status {response.status}, {len(body)} body bytes"
     return None
+
+
+def _connection(port: int, tls: bool) -> http.client.HTTPConnection:
+    if not tls:
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=3.0)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=3.0, context=context)
+
+
+def negotiated_tls(port: int) -> str:
+    """The version and cipher suite a default OpenSSL client gets from a TLS port (as wrk)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3.0) as sock:
+            with context.wrap_socket(sock, server_hostname="localhost") as tls:
+                cipher = tls.cipher()
+                return f"{tls.version()} {cipher[0] if cipher else '?'}"
+    except OSError as exc:
+        return f"unknown ({type(exc).__name__}: {exc})"
 
 
 def _is_small_body(body: bytes) -> bool:
@@ -152,6 +195,9 @@ def wait_ready(target: Target, timeout: float) -> None:
         if code is not None:
             raise TargetStartError(f"{target.name} exited with status {code}")
         found = probe(target.port)
+        if found is None and target.tls_port is not None:
+            tls_problem = probe(target.tls_port, tls=True)
+            found = None if tls_problem is None else f"over TLS: {tls_problem}"
         if found is None:
             return
         problem = found
@@ -165,25 +211,59 @@ def origin_spec(port: int, cpus: frozenset[int] | None, workers: int) -> LaunchS
 
 
 def nginx_spec(
-    workdir: Path, port: int, origin_port: int, cpus: frozenset[int] | None
+    workdir: Path,
+    port: int,
+    origin_port: int,
+    cpus: frozenset[int] | None,
+    tls: TLSListener | None = None,
 ) -> LaunchSpec:
-    """Write nginx.conf into workdir (from nginx.conf.template) and describe the nginx command."""
+    """Write nginx.conf into workdir (from nginx.conf.template) and describe the nginx command.
+
+    With `tls`, the server also listens with `ssl` on tls.port (nginx-tls.conf.template).
+    """
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     conf = workdir / "nginx.conf"
-    _render("nginx.conf.template", conf, workdir=workdir, port=port, origin_port=origin_port)
+    tls_lines = ""
+    if tls is not None:
+        tls_lines = _substitute(
+            "nginx-tls.conf.template",
+            tls_port=tls.port,
+            chain=tls.certificate.chain,
+            key=tls.certificate.key,
+            ciphers=":".join(INTERMEDIATE_TLS12_CIPHERS),
+        )
+    values = {"workdir": workdir, "port": port, "origin_port": origin_port, "tls": tls_lines}
+    render("nginx.conf.template", conf, **values)
     workdir.chmod(0o755)  # nginx workers run as an unprivileged user when started as root
     argv = [nginx, "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(conf)]
-    return LaunchSpec("nginx", argv, port, cpus)
+    return LaunchSpec("nginx", argv, port, cpus, tls_port=tls.port if tls else None)
 
 
 def bastion_spec(
-    workdir: Path, port: int, origin_port: int, cpus: frozenset[int] | None
+    workdir: Path,
+    port: int,
+    origin_port: int,
+    cpus: frozenset[int] | None,
+    tls: TLSListener | None = None,
 ) -> LaunchSpec:
-    """Write bastion.toml and describe `bastion run -c FILE` (or `python -m bastion.cli`)."""
+    """Write bastion.toml and describe `bastion run -c FILE` (or `python -m bastion.cli`).
+
+    With `tls`, a second `[[listen]]` with `tls = true` on tls.port, and the site gets the
+    certificate as its `tls` table.
+    """
     conf = workdir / "bastion.toml"
-    _render("bastion.toml.template", conf, port=port, origin_port=origin_port)
+    tls_listen = site_tls = ""
+    if tls is not None:
+        tls_listen = f'[[listen]]\naddress = "127.0.0.1:{tls.port}"\ntls = true\n'
+        chain, key = (json.dumps(str(p)) for p in (tls.certificate.chain, tls.certificate.key))
+        site_tls = f"tls = {{ certificate = {chain}, key = {key} }}\n"
+    values = {"port": port, "origin_port": origin_port}
+    render("bastion.toml.template", conf, tls_listen=tls_listen, site_tls=site_tls, **values)
     argv = [*bastion_command(), "run", "-c", str(conf)]
-    return LaunchSpec("bastion", argv, port, cpus, bastion_env(), ready_timeout=30.0)
+    tls_port = tls.port if tls else None
+    return LaunchSpec(
+        "bastion", argv, port, cpus, bastion_env(), ready_timeout=30.0, tls_port=tls_port
+    )
 
 
 def bastion_command() -> list[str]:
@@ -198,9 +278,14 @@ def bastion_env() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
 
 
-def _render(template_name: str, destination: Path, **values: object) -> None:
+def render(template_name: str, destination: Path, **values: object) -> None:
+    """Fill a template of bench/ (string.Template placeholders) and write it to destination."""
+    destination.write_text(_substitute(template_name, **values))
+
+
+def _substitute(template_name: str, **values: object) -> str:
     template = Template((BENCH_DIR / template_name).read_text())
-    destination.write_text(template.substitute({k: str(v) for k, v in values.items()}))
+    return template.substitute({k: str(v) for k, v in values.items()})
 
 
 def describe(argv: Sequence[str]) -> str:

@@ -69,7 +69,7 @@ the running configuration stays). Every problem found is reported, one per line,
 
 ```
 edge.toml: site[1].route[0].upstream: route names upstream "api" which is not defined (defined: app)
-edge.toml: listen[0].tlz: unknown key "tlz" (allowed here: address, tls, redirect_to_https)
+edge.toml: listen[0].tlz: unknown key "tlz" (allowed here: address, tls, redirect_to_https, http2)
 edge.toml: server.graceful_timeout: expected a duration like "5s" or "250ms", got "5 parsecs"
 edge.toml: site[0].tls.key: certificate and key do not match
 edge.toml:12: invalid TOML: Expected '=' after a key in a key/value pair (column 7)

@@ -126,6 +126,12 @@ class ListenSettings(BaseModel):
         description="Answer every request with 308 to the `https://` URL (on a plain "
         "listener: not with `tls`).",
     )
+    http2: Literal[True, False, "h2c"] | None = Field(
+        default=None,
+        description="HTTP/2: on TLS listeners `true` offers `h2` by ALPN (the default there); "
+        'on plain listeners `"h2c"` accepts HTTP/2 with prior knowledge beside HTTP/1.1 '
+        "(default off); `false` serves HTTP/1.1 only.",
+    )
 
     @model_validator(mode="after")
     def _tls_or_redirect(self) -> ListenSettings:
@@ -133,7 +139,22 @@ class ListenSettings(BaseModel):
             raise problems_error(
                 [(("redirect_to_https",), "give either tls or redirect_to_https, not both")]
             )
+        if self.tls and self.http2 == "h2c":
+            raise problems_error(
+                [(("http2",), '"h2c" is cleartext HTTP/2; on a TLS listener use true')]
+            )
+        if not self.tls and self.http2 is True:
+            raise problems_error(
+                [(("http2",), 'a plain listener speaks HTTP/2 only as "h2c" (prior knowledge)')]
+            )
         return self
+
+    @property
+    def offers_h2(self) -> bool:
+        """Whether this listener speaks HTTP/2 (by ALPN, or by prior knowledge)."""
+        if self.tls:
+            return self.http2 is not False
+        return self.http2 == "h2c"
 
 
 class RedirectSettings(BaseModel):

@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bastion.errors import ProxyError
 from bastion.http.chunked import chunk, last_chunk
@@ -52,18 +52,26 @@ _LINGER_IDLE = 2.0  # close after this long without input
 _LINGER_TOTAL = 10.0  # and after this long in all
 
 
+class ClientConnection(Protocol):
+    """What graceful shutdown needs of a client connection, whatever its protocol."""
+
+    transport: asyncio.Transport | None
+
+    def close_when_idle(self) -> None: ...
+
+
 class ConnectionRegistry:
     """The open client connections of a listener set, for graceful shutdown."""
 
     def __init__(self) -> None:
-        self.connections: set[DownstreamConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self.draining = False
         self.drained: asyncio.Event | None = None
 
-    def add(self, conn: DownstreamConnection) -> None:
+    def add(self, conn: ClientConnection) -> None:
         self.connections.add(conn)
 
-    def discard(self, conn: DownstreamConnection) -> None:
+    def discard(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
         if self.draining and not self.connections and self.drained is not None:
             self.drained.set()
@@ -204,7 +212,7 @@ class DownstreamConnection(asyncio.Protocol):
             self._closing = True
             transport.abort()  # type: ignore[attr-defined]
             return
-        self.client = _client_info(transport, self._listener, pipeline)
+        self.client = client_info(transport, self._listener, pipeline)
         self._registry.add(self)
         if self._registry.draining:
             self._closing = True
@@ -434,7 +442,7 @@ class PipelineRef:
         self.pipeline = pipeline
 
 
-def _client_info(
+def client_info(
     transport: asyncio.BaseTransport, listener: ListenerInfo, pipeline: Pipeline
 ) -> ClientInfo:
     """Who connected, read once per connection. A unix-socket client is `unix` (as in

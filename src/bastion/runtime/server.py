@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from bastion.config import BastionConfig, load_config
 from bastion.errors import ConfigError
 from bastion.filters.chain import route_filters
-from bastion.net.downstream import ConnectionRegistry, DownstreamConnection, PipelineRef
+from bastion.http.h2_server import H2Limits
+from bastion.net.downstream import ConnectionRegistry, PipelineRef
+from bastion.net.listener import connection_factory
 from bastion.net.tls import ListenerTLS, SiteCertificate
 from bastion.net.upstream import UpstreamConnector
 from bastion.observe.access_log import AccessLog
@@ -51,14 +52,16 @@ class ProxyServer:
     async def start(self) -> None:
         for listen in self.config.listen:
             address = listen.address
-            tls = listener_tls(self.config) if listen.tls else None
+            tls = listener_tls(self.config, listen.offers_h2) if listen.tls else None
             context = tls.context if tls is not None else None
             info = ListenerInfo(
                 scheme=b"https" if listen.tls else b"http",
                 redirect_to_https=listen.redirect_to_https,
                 accepts_handshake=tls.version_allowed if tls is not None else None,
             )
-            factory = self._connection_factory(info)
+            factory = connection_factory(
+                self.pipeline_ref, self.registry, info, listen.offers_h2, H2Limits()
+            )
             if address.unix_path is not None:
                 server = await self.loop.create_unix_server(factory, address.unix_path, ssl=context)
             else:
@@ -73,10 +76,6 @@ class ProxyServer:
                 )
             self.servers.append(server)
             log.info("listening on %s", ", ".join(self.addresses_of(server)))
-
-    def _connection_factory(self, info: ListenerInfo) -> Callable[[], DownstreamConnection]:
-        ref, registry = self.pipeline_ref, self.registry
-        return lambda: DownstreamConnection(ref, registry, info)
 
     @staticmethod
     def addresses_of(server: asyncio.Server) -> list[str]:
@@ -131,7 +130,7 @@ class ProxyServer:
         self.stopped.set()
 
 
-def listener_tls(config: BastionConfig) -> ListenerTLS:
+def listener_tls(config: BastionConfig, http2: bool) -> ListenerTLS:
     """The TLS contexts of a TLS listener: every site with a certificate, chosen by SNI."""
     sites = [
         SiteCertificate(
@@ -145,7 +144,7 @@ def listener_tls(config: BastionConfig) -> ListenerTLS:
         for site in config.site
         if site.tls is not None
     ]
-    return ListenerTLS(sites)
+    return ListenerTLS(sites, ["h2", "http/1.1"] if http2 else ["http/1.1"])
 
 
 async def serve_forever(path: Path) -> int:

@@ -202,7 +202,7 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
         (
             config_text(listen="tlz = true"),
             'edge.toml: listen[0].tlz: unknown key "tlz" (allowed here: address, tls, '
-            "redirect_to_https)",
+            "redirect_to_https, http2)",
         ),
         (
             config_text(route="  cache = true"),

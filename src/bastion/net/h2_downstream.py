@@ -1,0 +1,314 @@
+"""Client connections speaking HTTP/2: one exchange per stream, all on the same pipeline.
+
+`H2ClientConnection` feeds bytes to the sans-I/O `H2ServerCodec` and turns its events into
+exchanges; each stream's `H2Stream` is that exchange's client link. Flow control both ways:
+a stream whose client window is shut holds at most one origin read and tells its exchange
+to stop reading from the origin; request body bytes are acknowledged (opening the client's
+window again) only while the exchange wants more. Graceful stop sends GOAWAY and closes once
+the streams in flight are done. The DoS defences live in the codec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from bastion.errors import ErrorKind, ProxyError
+from bastion.http.events import Headers, ResponseHead
+from bastion.http.h2_server import (
+    ConnectionClosed,
+    H2Event,
+    H2Limits,
+    H2ProtocolFailure,
+    H2ServerCodec,
+    RequestReceived,
+    StreamData,
+    StreamEnded,
+    StreamReset,
+    WindowOpened,
+)
+from bastion.proxy.context import ClientInfo, ListenerInfo, RequestContext
+from bastion.proxy.exchange import Exchange
+
+if TYPE_CHECKING:
+    from bastion.net.downstream import ConnectionRegistry, PipelineRef
+    from bastion.proxy.ports import UpstreamLink
+
+log = logging.getLogger(__name__)
+
+_INTERNAL_ERROR = 0x2
+_REFUSED_STREAM = 0x7
+
+
+class H2Stream:
+    """One request/response stream: the `DownstreamLink` of its exchange."""
+
+    def __init__(self, connection: H2ClientConnection, stream_id: int) -> None:
+        self.connection = connection
+        self.stream_id = stream_id
+        self.exchange: Exchange | None = None
+        self._out: deque[bytes] = deque()
+        self._trailers: Headers | None = None
+        self._ending = False
+        self._ended = False
+        self._blocked = False
+        self._read_paused = False
+        self._unacknowledged = 0
+
+    # -- DownstreamLink -------------------------------------------------------------------
+
+    @property
+    def write_paused(self) -> bool:
+        return self._blocked or self.connection.transport_paused
+
+    def send_informational(self, head: ResponseHead, headers: Headers) -> None:
+        if head.status == 103:  # early hints are useful to h2 clients; other 1xx are not
+            self.connection.codec.send_head(self.stream_id, head.status, headers, False)
+
+    def send_response_head(
+        self, exchange: Exchange, head: ResponseHead, headers: Headers, body: bytes | None
+    ) -> None:
+        codec = self.connection.codec
+        if body is None:
+            codec.send_head(self.stream_id, head.status, headers, False)
+            return
+        codec.send_head(self.stream_id, head.status, headers, not body)
+        if body:
+            self._out.append(body)
+            self._ending = True
+            self._pump()
+        else:
+            self._ended = True
+        self.connection.flush()
+
+    def send_body(self, data: bytes) -> None:
+        if data:
+            self._out.append(data)
+            self._pump()
+
+    def end_response(self, trailers: Headers) -> None:
+        self._ending = True
+        self._trailers = trailers or None
+        self._pump()
+
+    def flush(self) -> None:
+        self.connection.flush()
+
+    def send_switch(self, head: ResponseHead, headers: Headers) -> None:
+        raise ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "no protocol switch on HTTP/2 streams")
+
+    def start_tunnel(self, upstream: UpstreamLink, first_bytes: bytes) -> None:
+        raise ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "no tunnel on HTTP/2 streams")
+
+    def pause_reading(self) -> None:
+        self._read_paused = True
+
+    def resume_reading(self) -> None:
+        self._read_paused = False
+        if self._unacknowledged:
+            self.connection.codec.acknowledge(self.stream_id, self._unacknowledged)
+            self._unacknowledged = 0
+            self.connection.flush()
+
+    # -- from the connection --------------------------------------------------------------
+
+    def received(self, data: bytes, flow_len: int) -> None:
+        if self._read_paused:
+            self._unacknowledged += flow_len
+        else:
+            self.connection.codec.acknowledge(self.stream_id, flow_len)
+        if self.exchange is not None and data:
+            self.exchange.request_body(data)
+
+    def window_opened(self) -> None:
+        if self._out or self._ending:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Send what the flow-control windows allow; tell the exchange when we block."""
+        codec = self.connection.codec
+        out = self._out
+        while out:
+            piece = out[0]
+            sent = codec.send_data(self.stream_id, piece)
+            if sent < len(piece):
+                out[0] = piece[sent:]
+                self._set_blocked(True)
+                self.connection.flush()
+                return
+            out.popleft()
+        self._set_blocked(False)
+        if self._ending and not self._ended:
+            self._ended = True
+            if self._trailers:
+                codec.send_trailers(self.stream_id, self._trailers)
+            else:
+                codec.end_stream(self.stream_id)
+            self.connection.stream_finished(self)
+        self.connection.flush()
+
+    def _set_blocked(self, blocked: bool) -> None:
+        if blocked != self._blocked:
+            self._blocked = blocked
+            if self.exchange is not None:
+                self.exchange.downstream_write_paused(blocked)
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """The pipeline finished this request. What is still buffered goes out as the window
+        allows; a response cut short is reset, so the client sees the truncation."""
+        self.exchange = None
+        if exchange.abort_client and not self._ended:
+            self._out.clear()
+            self._ended = True
+            self.connection.codec.reset(self.stream_id, _INTERNAL_ERROR)
+            self.connection.flush()
+        if self._ended and not self._out:
+            self.connection.stream_finished(self)
+
+    def client_reset(self) -> None:
+        self._out.clear()
+        self._ended = True
+        if self.exchange is not None:
+            self.exchange.downstream_lost()
+
+
+class H2ClientConnection(asyncio.Protocol):
+    """One client connection speaking HTTP/2."""
+
+    def __init__(
+        self,
+        pipeline_ref: PipelineRef,
+        registry: ConnectionRegistry,
+        listener: ListenerInfo,
+        client: ClientInfo,
+        limits: H2Limits,
+    ) -> None:
+        self._pipeline_ref = pipeline_ref
+        self._registry = registry
+        self._listener = listener
+        self.client = client
+        self.loop = asyncio.get_running_loop()
+        self.codec = H2ServerCodec(limits, time.monotonic)
+        self.transport: asyncio.Transport | None = None
+        self.transport_paused = False
+        self._streams: dict[int, H2Stream] = {}
+        self._closing = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._registry.add(self)
+        self.codec.start()
+        if self._registry.draining:
+            self.close_when_idle()
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.codec.feed(data)
+        except H2ProtocolFailure as failure:
+            log.info("HTTP/2 connection from %s ended: %s", self.client.peer_ip, failure.reason)
+            self._fail_all()
+            self.flush()
+            self._close()
+            return
+        for event in events:
+            self._on_event(event)
+        self.flush()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._registry.discard(self)
+        self.transport = None
+        self._fail_all()
+
+    def pause_writing(self) -> None:
+        self.transport_paused = True
+        for stream in list(self._streams.values()):
+            if stream.exchange is not None:
+                stream.exchange.downstream_write_paused(True)
+
+    def resume_writing(self) -> None:
+        self.transport_paused = False
+        for stream in list(self._streams.values()):
+            if stream.exchange is not None and not stream.write_paused:
+                stream.exchange.downstream_write_paused(False)
+
+    # -- streams ------------------------------------------------------------------------
+
+    def _on_event(self, event: H2Event) -> None:
+        if type(event) is StreamData:
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.received(event.data, event.flow_len)
+            else:
+                self.codec.acknowledge(event.stream_id, event.flow_len)
+        elif type(event) is RequestReceived:
+            self._begin(event)
+        elif type(event) is StreamEnded:
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and stream.exchange is not None:
+                stream.exchange.request_end(event.trailers)
+        elif type(event) is WindowOpened:
+            targets = (
+                list(self._streams.values())
+                if event.stream_id == 0
+                else [s for s in (self._streams.get(event.stream_id),) if s is not None]
+            )
+            for stream in targets:
+                stream.window_opened()
+        elif type(event) is StreamReset:
+            stream = self._streams.pop(event.stream_id, None)
+            if stream is not None:
+                stream.client_reset()
+        elif type(event) is ConnectionClosed:
+            self._closing = True
+            self._maybe_close()
+
+    def _begin(self, event: RequestReceived) -> None:
+        if self._closing:
+            self.codec.reset(event.stream_id, _REFUSED_STREAM)  # we are going away
+            return
+        stream = H2Stream(self, event.stream_id)
+        self._streams[event.stream_id] = stream
+        ctx = RequestContext(event.head, self.client, time.monotonic())
+        exchange = Exchange(ctx, stream, self.loop)
+        stream.exchange = exchange
+        self._pipeline_ref.pipeline.serve(exchange, stream.exchange_done)
+
+    def stream_finished(self, stream: H2Stream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        self._maybe_close()
+
+    def flush(self) -> None:
+        data = self.codec.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def close_when_idle(self) -> None:
+        """Graceful stop: GOAWAY now, close once the streams in flight are done."""
+        if not self._closing:
+            self._closing = True
+            self.codec.goaway()
+            self.flush()
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self._closing and not self._streams:
+            self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail_all(self) -> None:
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream.client_reset()
