@@ -246,3 +246,70 @@ async def test_curl_http2(pki: TestPKI) -> None:
             timeout=10,
         )
     assert result.stdout == "2 200", result.stderr
+
+
+async def test_expect_100_continue_is_answered_at_once_on_h2() -> None:
+    async with (
+        AutonomousOrigin() as origin,
+        running_proxy(h2_config(origin.address, None)) as proxy,
+    ):
+        reader, writer, conn = await _h2_client(proxy.ports[0])
+        conn.send_headers(
+            1,
+            [
+                (":method", "POST"),
+                (":path", "/echo"),
+                (":scheme", "http"),
+                (":authority", "t"),
+                ("expect", "100-continue"),
+                ("content-length", "5"),
+            ],
+        )
+        writer.write(conn.data_to_send())
+        interim = await _read_events(reader, conn, h2.events.InformationalResponseReceived)
+        assert any(isinstance(e, h2.events.InformationalResponseReceived) for e in interim)
+        conn.send_data(1, b"hello", end_stream=True)
+        writer.write(conn.data_to_send())
+        events = await _read_events(reader, conn, h2.events.StreamEnded)
+        writer.close()
+    final = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert final and dict(final[0].headers)[b":status"] == b"200"
+    assert origin.requests[0].body_len == 5
+
+
+@pytest.mark.slow
+async def test_slow_h2_reader_keeps_bastion_memory_bounded(tmp_path: Path) -> None:
+    from tests.support.subprocess_proxy import bastion_process
+
+    size = 64 * 1024 * 1024
+    async with AutonomousOrigin() as origin:
+        async with bastion_process(h2_config(origin.address, None), tmp_path) as bastion:
+            reader, writer, conn = await _h2_client(bastion.port)
+            conn.send_headers(
+                1,
+                [
+                    (":method", "GET"),
+                    (":path", f"/bytes?n={size}"),
+                    (":scheme", "http"),
+                    (":authority", "t"),
+                ],
+                end_stream=True,
+            )
+            writer.write(conn.data_to_send())
+            bastion.reset_rss_peak()
+            baseline = bastion.rss_kib()
+            await asyncio.sleep(1.0)  # read nothing: the windows shut, bastion must stop reading
+            received = 0
+            async with asyncio.timeout(30):
+                while received < size:
+                    data = await reader.read(1 << 20)
+                    assert data
+                    for event in conn.receive_data(data):
+                        if isinstance(event, h2.events.DataReceived):
+                            received += len(event.data)
+                            conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                    writer.write(conn.data_to_send())
+            writer.close()
+            growth_mib = (bastion.rss_peak_kib() - baseline) / 1024
+    assert received == size
+    assert growth_mib < 24, f"bastion grew by {growth_mib:.1f} MiB for a 64 MiB body"

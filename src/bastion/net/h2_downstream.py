@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_NO_ERROR = 0x0
 _INTERNAL_ERROR = 0x2
 _REFUSED_STREAM = 0x7
 
@@ -57,6 +58,7 @@ class H2Stream:
         self._blocked = False
         self._read_paused = False
         self._unacknowledged = 0
+        self._request_dropped = False
 
     # -- DownstreamLink -------------------------------------------------------------------
 
@@ -147,7 +149,10 @@ class H2Stream:
                 codec.send_trailers(self.stream_id, self._trailers)
             else:
                 codec.end_stream(self.stream_id)
-            self.connection.stream_finished(self)
+            if self.exchange is None:
+                self._finish_stream()
+            else:
+                self.connection.stream_finished(self)
         self.connection.flush()
 
     def _set_blocked(self, blocked: bool) -> None:
@@ -160,13 +165,22 @@ class H2Stream:
         """The pipeline finished this request. What is still buffered goes out as the window
         allows; a response cut short is reset, so the client sees the truncation."""
         self.exchange = None
+        if not exchange.request_complete and not exchange.abort_client:
+            # Answered before the upload ended: stop it without an error (RFC 9113 8.1).
+            self._request_dropped = True
         if exchange.abort_client and not self._ended:
             self._out.clear()
             self._ended = True
             self.connection.codec.reset(self.stream_id, _INTERNAL_ERROR)
             self.connection.flush()
         if self._ended and not self._out:
-            self.connection.stream_finished(self)
+            self._finish_stream()
+
+    def _finish_stream(self) -> None:
+        if self._request_dropped:
+            self.connection.codec.reset(self.stream_id, _NO_ERROR)
+            self.connection.flush()
+        self.connection.stream_finished(self)
 
     def client_reset(self) -> None:
         self._out.clear()
@@ -277,6 +291,10 @@ class H2ClientConnection(asyncio.Protocol):
             return
         stream = H2Stream(self, event.stream_id)
         self._streams[event.stream_id] = stream
+        if not event.ended and _expects_continue(event.head.headers):
+            # Like nginx: the client may send its body right away (the origin still gets
+            # the request as usual); waiting for the origin's 100 is not worth a round trip.
+            self.codec.send_head(event.stream_id, 100, [], False)
         ctx = RequestContext(event.head, self.client, time.monotonic())
         exchange = Exchange(ctx, stream, self.loop)
         stream.exchange = exchange
@@ -312,3 +330,10 @@ class H2ClientConnection(asyncio.Protocol):
         streams, self._streams = self._streams, {}
         for stream in streams.values():
             stream.client_reset()
+
+
+def _expects_continue(headers: Headers) -> bool:
+    for name, value in headers:
+        if name == b"expect":
+            return value.strip().lower() == b"100-continue"
+    return False
