@@ -313,3 +313,27 @@ async def test_slow_h2_reader_keeps_bastion_memory_bounded(tmp_path: Path) -> No
             growth_mib = (bastion.rss_peak_kib() - baseline) / 1024
     assert received == size
     assert growth_mib < 24, f"bastion grew by {growth_mib:.1f} MiB for a 64 MiB body"
+
+
+async def test_response_trailers_reach_an_h2_client() -> None:
+    async with (
+        AutonomousOrigin() as origin,
+        running_proxy(h2_config(origin.address, None)) as proxy,
+    ):
+        reader, writer, conn = await _h2_client(proxy.ports[0])
+        conn.send_headers(
+            1,
+            [
+                (":method", "GET"),
+                (":path", "/trailers"),
+                (":scheme", "http"),
+                (":authority", "t"),
+                ("te", "trailers"),
+            ],
+            end_stream=True,
+        )
+        writer.write(conn.data_to_send())
+        events = await _read_events(reader, conn, h2.events.StreamEnded)
+        writer.close()
+    trailers = [e for e in events if isinstance(e, h2.events.TrailersReceived)]
+    assert trailers and dict(trailers[0].headers).get(b"x-checksum")

@@ -373,7 +373,9 @@ async def test_https_origin_verified_against_a_configured_ca(pki: TestPKI) -> No
     assert origin.requests[0].target == "/echo"
 
 
-async def test_https_origin_failing_verification_is_a_502(pki: TestPKI) -> None:
+async def test_https_origin_failing_verification_is_a_502(
+    pki: TestPKI, caplog: pytest.LogCaptureFixture
+) -> None:
     origin_cert = pki.server_cert("origin.internal")
     async with AutonomousOrigin(ssl=pki.server_context(origin_cert)) as origin:
         # System CAs do not know the test CA: verification fails.
@@ -384,6 +386,11 @@ async def test_https_origin_failing_verification_is_a_502(pki: TestPKI) -> None:
             response, _ = await tls_get(proxy.ports[0], pki, "a.test")
     assert response.status == 502  # type: ignore[attr-defined]
     assert origin.requests == []
+    # The error log says which server failed and why, so an operator can fix it.
+    assert any(
+        "TLS certificate of" in r.getMessage() and "unable to get local issuer" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
 
 
 async def test_https_origin_with_verification_off(pki: TestPKI) -> None:
@@ -422,3 +429,56 @@ async def test_tls_sessions_resume(pki: TestPKI, version: ssl.TLSVersion) -> Non
         context.minimum_version = context.maximum_version = version
         first, second = await asyncio.to_thread(_resumed_handshake, proxy.ports[0], context)
     assert (first, second) == (False, True)
+
+
+async def test_full_chain_through_an_intermediate_ca_verifies(pki: TestPKI, tmp_path: Path) -> None:
+    intermediate = pki.server_ca.create_child_ca()
+    leaf = intermediate.issue_cert("chain.test")
+    chain_file, key_file = tmp_path / "chain.crt", tmp_path / "chain.key"
+    chain_file.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(key_file)
+    extra = f"""
+[[site]]
+hosts = ["chain.test"]
+tls = {{ certificate = "{chain_file}", key = "{key_file}" }}
+  [[site.route]]
+  path = "/"
+  upstream = "app"
+"""
+    async with (
+        AutonomousOrigin() as origin,
+        running_proxy(tls_config(pki, f"http://{origin.address}", extra_site=extra)) as proxy,
+    ):
+        response, facts = await tls_get(proxy.ports[0], pki, "chain.test")
+    assert response.status == 200  # type: ignore[attr-defined]
+    assert facts["names"] == ["chain.test"]  # verified against the root: the chain was sent
+
+
+async def test_bastion_presents_its_client_certificate_to_an_origin_that_requires_one(
+    pki: TestPKI,
+) -> None:
+    origin_cert = pki.server_cert("origin.internal")
+    context = pki.server_context(origin_cert)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=str(pki.client_ca_file))
+    proxy_identity = pki.client_cert("bastion.internal")
+    async with AutonomousOrigin(ssl=context) as origin:
+        with_cert = tls_config(
+            pki,
+            f"https://{origin.address}",
+            upstream=(
+                f'tls = {{ ca = "{pki.server_ca_file}", server_name = "origin.internal", '
+                f'certificate = "{proxy_identity.certificate}", key = "{proxy_identity.key}" }}'
+            ),
+        )
+        async with running_proxy(with_cert) as proxy:
+            accepted, _ = await tls_get(proxy.ports[0], pki, "a.test")
+        without_cert = tls_config(
+            pki,
+            f"https://{origin.address}",
+            upstream=f'tls = {{ ca = "{pki.server_ca_file}", server_name = "origin.internal" }}',
+        )
+        async with running_proxy(without_cert) as proxy:
+            refused, _ = await tls_get(proxy.ports[0], pki, "a.test")
+    assert accepted.status == 200  # type: ignore[attr-defined]
+    assert refused.status == 502  # type: ignore[attr-defined]
