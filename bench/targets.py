@@ -1,7 +1,7 @@
 """Starting, checking and stopping the processes under test: the origin, nginx and bastion.
 
-Knows each target's command line and generated config file (with an optional TLS listener
-next to the plain one), free-port picking, CPU pinning, readiness checks and process-group
+Knows each target's command line and generated config file (with optional TLS listeners next
+to the plain one: one for HTTP/1.1, one offering HTTP/2 by ALPN), free-port picking, CPU pinning, readiness checks and process-group
 cleanup. Knows nothing about wrk, rounds or result tables.
 """
 
@@ -44,8 +44,11 @@ class Target:
     process: subprocess.Popen[bytes]
     stderr_path: Path
     tls_port: int | None = None
+    h2_port: int | None = None  # TLS listener offering h2 by ALPN (the h2 scenario)
 
-    def url(self, path: str, tls: bool = False) -> str:
+    def url(self, path: str, tls: bool = False, h2: bool = False) -> str:
+        if h2:
+            return f"https://127.0.0.1:{self.h2_port}{path}"
         if tls:
             return f"https://127.0.0.1:{self.tls_port}{path}"
         return f"http://127.0.0.1:{self.port}{path}"
@@ -70,6 +73,7 @@ class LaunchSpec:
     env: dict[str, str] | None = None
     ready_timeout: float = 15.0
     tls_port: int | None = None
+    h2_port: int | None = None
 
 
 def free_port() -> int:
@@ -105,7 +109,7 @@ def spawn(spec: LaunchSpec, workdir: Path) -> Target:
             start_new_session=True,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
-    return Target(spec.name, spec.port, process, stderr_path, spec.tls_port)
+    return Target(spec.name, spec.port, process, stderr_path, spec.tls_port, spec.h2_port)
 
 
 def stop(target: Target) -> None:
@@ -166,16 +170,30 @@ def _connection(port: int, tls: bool) -> http.client.HTTPConnection:
 
 def negotiated_tls(port: int) -> str:
     """The version and cipher suite a default OpenSSL client gets from a TLS port (as wrk)."""
+    try:
+        version, cipher, _ = _handshake(port, alpn=())
+    except OSError as exc:
+        return f"unknown ({type(exc).__name__}: {exc})"
+    return f"{version} {cipher}"
+
+
+def negotiated_alpn(port: int) -> str | None:
+    """The protocol a TLS port selects when a client offers `h2` and `http/1.1` (as h2load)."""
+    return _handshake(port, alpn=("h2", "http/1.1"))[2]
+
+
+def _handshake(port: int, alpn: Sequence[str]) -> tuple[str, str, str | None]:
+    """TLS version, cipher suite and ALPN protocol of one handshake, certificate unchecked."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=3.0) as sock:
-            with context.wrap_socket(sock, server_hostname="localhost") as tls:
-                cipher = tls.cipher()
-                return f"{tls.version()} {cipher[0] if cipher else '?'}"
-    except OSError as exc:
-        return f"unknown ({type(exc).__name__}: {exc})"
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    with socket.create_connection(("127.0.0.1", port), timeout=3.0) as sock:
+        with context.wrap_socket(sock, server_hostname="localhost") as tls:
+            cipher = tls.cipher()
+            protocol = tls.selected_alpn_protocol()
+            return tls.version() or "?", cipher[0] if cipher else "?", protocol
 
 
 def _is_small_body(body: bytes) -> bool:
@@ -198,11 +216,25 @@ def wait_ready(target: Target, timeout: float) -> None:
         if found is None and target.tls_port is not None:
             tls_problem = probe(target.tls_port, tls=True)
             found = None if tls_problem is None else f"over TLS: {tls_problem}"
+        if found is None and target.h2_port is not None:
+            found = _h2_listener_problem(target.h2_port)
         if found is None:
             return
         problem = found
         time.sleep(0.2)
     raise TargetStartError(f"{target.name} not ready after {timeout:.0f}s: {problem}")
+
+
+def _h2_listener_problem(port: int) -> str | None:
+    """None if the h2 listener serves the bodies (HTTP/1.1 without ALPN) and selects h2."""
+    problem = probe(port, tls=True)
+    if problem is not None:
+        return f"h2 listener over TLS: {problem}"
+    try:
+        protocol = negotiated_alpn(port)
+    except OSError as exc:
+        return f"h2 listener: {type(exc).__name__}: {exc}"
+    return None if protocol == "h2" else f"h2 listener selects ALPN {protocol!r}, not 'h2'"
 
 
 def origin_spec(port: int, cpus: frozenset[int] | None, workers: int) -> LaunchSpec:
