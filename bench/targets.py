@@ -1,8 +1,9 @@
 """Starting, checking and stopping the processes under test: the origin, nginx and bastion.
 
 Knows each target's command line and generated config file (with optional TLS listeners next
-to the plain one: one for HTTP/1.1, one offering HTTP/2 by ALPN), free-port picking, CPU pinning, readiness checks and process-group
-cleanup. Knows nothing about wrk, rounds or result tables.
+to the plain one: one for HTTP/1.1, one offering HTTP/2 by ALPN), free-port picking, CPU
+pinning, readiness checks and process-group cleanup. Knows nothing about wrk, h2load, rounds or
+result tables.
 """
 
 from __future__ import annotations
@@ -248,27 +249,32 @@ def nginx_spec(
     origin_port: int,
     cpus: frozenset[int] | None,
     tls: TLSListener | None = None,
+    h2: TLSListener | None = None,
 ) -> LaunchSpec:
     """Write nginx.conf into workdir (from nginx.conf.template) and describe the nginx command.
 
-    With `tls`, the server also listens with `ssl` on tls.port (nginx-tls.conf.template).
+    With `tls`, the server also listens with `ssl` on tls.port; with `h2`, with `ssl http2` on
+    h2.port; both share the TLS settings of nginx-tls.conf.template (one certificate).
     """
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     conf = workdir / "nginx.conf"
     tls_lines = ""
-    if tls is not None:
+    listens = [(tls, "ssl"), (h2, "ssl http2")]
+    listen_lines = [f"        listen 127.0.0.1:{lsn.port} {how};" for lsn, how in listens if lsn]
+    certificate = next((lsn.certificate for lsn in (tls, h2) if lsn is not None), None)
+    if certificate is not None:
         tls_lines = _substitute(
             "nginx-tls.conf.template",
-            tls_port=tls.port,
-            chain=tls.certificate.chain,
-            key=tls.certificate.key,
+            listen_lines="\n".join(listen_lines),
+            chain=certificate.chain,
+            key=certificate.key,
             ciphers=":".join(INTERMEDIATE_TLS12_CIPHERS),
         )
     values = {"workdir": workdir, "port": port, "origin_port": origin_port, "tls": tls_lines}
     render("nginx.conf.template", conf, **values)
     workdir.chmod(0o755)  # nginx workers run as an unprivileged user when started as root
     argv = [nginx, "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(conf)]
-    return LaunchSpec("nginx", argv, port, cpus, tls_port=tls.port if tls else None)
+    return LaunchSpec("nginx", argv, port, cpus, tls_port=_port_of(tls), h2_port=_port_of(h2))
 
 
 def bastion_spec(
@@ -277,25 +283,40 @@ def bastion_spec(
     origin_port: int,
     cpus: frozenset[int] | None,
     tls: TLSListener | None = None,
+    h2: TLSListener | None = None,
 ) -> LaunchSpec:
     """Write bastion.toml and describe `bastion run -c FILE` (or `python -m bastion.cli`).
 
-    With `tls`, a second `[[listen]]` with `tls = true` on tls.port, and the site gets the
-    certificate as its `tls` table.
+    With `tls`, a second `[[listen]]` with `tls = true` on tls.port; with `h2`, one with
+    `tls = true` and `http2 = true` on h2.port; the site gets the certificate as its `tls` table.
     """
     conf = workdir / "bastion.toml"
     tls_listen = site_tls = ""
     if tls is not None:
         tls_listen = f'[[listen]]\naddress = "127.0.0.1:{tls.port}"\ntls = true\n'
-        chain, key = (json.dumps(str(p)) for p in (tls.certificate.chain, tls.certificate.key))
+    if h2 is not None:
+        tls_listen += f'[[listen]]\naddress = "127.0.0.1:{h2.port}"\ntls = true\nhttp2 = true\n'
+    certificate = next((lsn.certificate for lsn in (tls, h2) if lsn is not None), None)
+    if certificate is not None:
+        chain, key = (json.dumps(str(p)) for p in (certificate.chain, certificate.key))
         site_tls = f"tls = {{ certificate = {chain}, key = {key} }}\n"
     values = {"port": port, "origin_port": origin_port}
     render("bastion.toml.template", conf, tls_listen=tls_listen, site_tls=site_tls, **values)
     argv = [*bastion_command(), "run", "-c", str(conf)]
-    tls_port = tls.port if tls else None
     return LaunchSpec(
-        "bastion", argv, port, cpus, bastion_env(), ready_timeout=30.0, tls_port=tls_port
+        "bastion",
+        argv,
+        port,
+        cpus,
+        bastion_env(),
+        ready_timeout=30.0,
+        tls_port=_port_of(tls),
+        h2_port=_port_of(h2),
     )
+
+
+def _port_of(listener: TLSListener | None) -> int | None:
+    return listener.port if listener is not None else None
 
 
 def bastion_command() -> list[str]:

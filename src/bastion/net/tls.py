@@ -9,7 +9,7 @@ Client certificates: OpenSSL decides whether to ask for a client certificate fro
 context the connection started with, and Python's SNI callback cannot change that per site.
 So a listener asks every client for a certificate (optionally) as soon as one of its sites
 uses `client_auth`, trusts the union of the sites' client CAs at the TLS layer, and the proxy
-enforces each site's own policy per request (see `ClientAuthPolicy`).
+enforces each site's own policy per request (`bastion.filters.client_cert`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +51,6 @@ class SiteCertificate:
     min_version: str
     client_auth: str  # "off" | "optional" | "required"
     client_ca: Path | None
-
-
-class ClientAuthPolicy:
-    """One site's client-certificate rule, checked per request after the handshake."""
-
-    def __init__(self, mode: str, client_ca: Path | None) -> None:
-        self.mode = mode
-        self._issuers: tuple[x509.Certificate, ...] = ()
-        if client_ca is not None:
-            self._issuers = tuple(x509.load_pem_x509_certificates(client_ca.read_bytes()))
-
-    def issued_here(self, der: bytes) -> bool:
-        """Whether the (TLS-verified) certificate was issued by one of this site's CAs."""
-        cert = x509.load_der_x509_certificate(der)
-        for issuer in self._issuers:
-            try:
-                cert.verify_directly_issued_by(issuer)
-            except (ValueError, TypeError, InvalidSignature):
-                continue
-            return True
-        return False
 
 
 def server_context(
