@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 log = logging.getLogger(__name__)
 
 # Mozilla server-side TLS, "intermediate" configuration: its TLS 1.2 ciphers (TLS 1.3 suites
