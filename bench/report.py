@@ -155,6 +155,11 @@ def _command_output(
     return text[0] if text else "unknown"
 
 
+def tool_version(argv: Sequence[str]) -> str:
+    """What a tool says about its version (first line), or why it could not run."""
+    return _command_output(argv)
+
+
 def _memory() -> str:
     try:
         with open("/proc/meminfo") as meminfo:

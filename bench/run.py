@@ -1,16 +1,18 @@
-"""Benchmark bastion against nginx and against the origin alone, with wrk.
+"""Benchmark bastion against nginx and against the origin alone, with wrk (and h2load for h2).
 
-Usage: python bench/run.py [--duration 10] [--rounds 3] [--only small,1m,https] [--markdown]
+Usage: python bench/run.py [--duration 10] [--rounds 3] [--only small,1m,https,h2] [--markdown]
 
 Starts bench/origin.py, nginx and bastion (each on a free 127.0.0.1 port, each in its own process
-group; with the https scenario the proxies also get a TLS listener with one shared throw-away
-certificate), waits until each serves the expected bodies, then runs wrk against every target,
-rounds interleaved (round 1: origin, nginx, bastion; round 2: ...), and prints one table per
-scenario with the median figures. A target that fails to start is reported and skipped. Every
-process is stopped on exit, including on Ctrl-C or SIGTERM. See bench/README.md.
+group; with the https scenario the proxies also get a TLS listener, with the h2 scenario a TLS
+listener offering HTTP/2, all with one shared throw-away certificate), waits until each serves
+the expected bodies, then runs wrk (h2load for h2) against every target, rounds interleaved
+(round 1: origin, nginx, bastion; round 2: ...), and prints one table per scenario with the
+median figures. A target that fails to start is reported and skipped. Every process is stopped
+on exit, including on Ctrl-C or SIGTERM. See bench/README.md.
 
 This module holds the command line and the order of runs; process handling lives in targets.py,
-wrk parsing in wrk_output.py, tables in report.py, certificates in tls_material.py.
+wrk parsing in wrk_output.py, h2load runs in h2load_runner.py (parsing in h2load_output.py),
+tables in report.py, certificates in tls_material.py, the scenarios themselves in scenarios.py.
 """
 
 from __future__ import annotations
@@ -29,33 +31,18 @@ from pathlib import Path
 from types import FrameType
 
 import cpu_load
+import h2load_runner
 import report
 import targets
 import tls_material
+from h2load_runner import H2loadRun, H2loadRunError
 from report import Measurement
+from scenarios import SCENARIOS, Scenario
 from targets import LaunchSpec, Target, TargetStartError, TLSListener
 from wrk_output import WrkOutputError, parse_wrk_output
 
 TARGET_NAMES = ("origin", "nginx", "bastion")
 WRK_THREADS = 2
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    path: str
-    connections: int
-    description: str
-    tls: bool = False  # over the proxies' TLS listeners (the origin has none: not measured)
-
-
-SCENARIOS = {
-    "small": Scenario("small", "/small", 50, "13-byte bodies, keep-alive, 50 connections"),
-    "1m": Scenario("1m", "/1m", 10, "1 MiB bodies, keep-alive, 10 connections"),
-    "https": Scenario(
-        "https", "/small", 50, "13-byte bodies over TLS, keep-alive, 50 connections", tls=True
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -87,7 +74,9 @@ def log(message: str) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Benchmark origin, nginx and bastion with wrk.")
+    parser = argparse.ArgumentParser(
+        description="Benchmark origin, nginx and bastion with wrk (HTTP/2: h2load)."
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument(
@@ -135,24 +124,27 @@ def start_targets(
     """Start the origin (always: the proxies need it), then each proxy asked for.
 
     A proxy that fails is reported with its stderr tail and left out; if the origin fails,
-    nothing can be measured and TargetStartError propagates. When a TLS scenario is asked
-    for, both proxies also listen with TLS, serving the same certificate.
+    nothing can be measured and TargetStartError propagates. When the https (h2) scenario is
+    asked for, both proxies also listen with TLS (with TLS and HTTP/2), serving the same
+    certificate.
     """
     origin_port = targets.free_port()
     specs = [targets.origin_spec(origin_port, pinning.load, args.origin_workers)]
     names = args.target_names
+    asked = [SCENARIOS[name] for name in args.scenarios]
     certificate = None
-    if any(SCENARIOS[name].tls for name in args.scenarios):
+    if any(scenario.tls for scenario in asked):
         certificate = tls_material.write_certificate(workdir)
 
-    def tls_listener() -> TLSListener | None:
-        return TLSListener(targets.free_port(), certificate) if certificate else None
+    def tls_listener(h2: bool) -> TLSListener | None:
+        wanted = any(scenario.tls and scenario.h2 == h2 for scenario in asked)
+        return TLSListener(targets.free_port(), certificate) if certificate and wanted else None
 
     port, cpus = targets.free_port, pinning.proxy
-    if "nginx" in names:
-        specs.append(targets.nginx_spec(workdir, port(), origin_port, cpus, tls_listener()))
-    if "bastion" in names:
-        specs.append(targets.bastion_spec(workdir, port(), origin_port, cpus, tls_listener()))
+    for name, make_spec in (("nginx", targets.nginx_spec), ("bastion", targets.bastion_spec)):
+        if name in names:
+            tls, h2 = tls_listener(h2=False), tls_listener(h2=True)
+            specs.append(make_spec(workdir, port(), origin_port, cpus, tls, h2))
     running: dict[str, Target] = {}
     for spec in specs:
         target = launch(spec, workdir, stack)
@@ -166,6 +158,7 @@ def start_targets(
 def launch(spec: LaunchSpec, workdir: Path, stack: contextlib.ExitStack) -> Target | None:
     """Spawn one target and wait until it answers; on failure print why and stop it."""
     tls = f" (TLS on {spec.tls_port})" if spec.tls_port is not None else ""
+    tls += f" (HTTP/2 + TLS on {spec.h2_port})" if spec.h2_port is not None else ""
     log(f"starting {spec.name} on 127.0.0.1:{spec.port}{tls}: {targets.describe(spec.argv)}")
     try:
         target = targets.spawn(spec, workdir)
@@ -195,8 +188,16 @@ class Bench:
     args: argparse.Namespace
     pinning: Pinning
     running: dict[str, Target]
+    workdir: Path
     foreign_loads: list[float] = field(default_factory=list)
     tls_setup: str | None = None  # what the TLS scenario compared, asked while targets run
+    h2_negotiated: dict[str, str] = field(default_factory=dict)  # as h2load reported, per target
+
+    def run_load(self, scenario: Scenario, target: Target, duration: int) -> Measurement | None:
+        """One run of the scenario's load generator: h2load for HTTP/2, else wrk."""
+        if scenario.h2:
+            return self.run_h2load(scenario, target, duration)
+        return self.run_wrk(scenario, target, duration)
 
     def run_wrk(self, scenario: Scenario, target: Target, duration: int) -> Measurement | None:
         """One wrk run; None (after saying why) if wrk failed or printed something unexpected.
@@ -228,6 +229,26 @@ class Bench:
         foreign = cpu_load.foreign_load(before, after)
         return Measurement(result, target_cpu, after.at - before.at, foreign)
 
+    def run_h2load(self, scenario: Scenario, target: Target, duration: int) -> Measurement | None:
+        """One h2load run; None (after saying why) if it failed or did not speak h2."""
+        url = target.url(scenario.path, h2=True)
+        log_file = self.workdir / "h2load-requests.log"
+        run = H2loadRun(url, scenario.connections, scenario.h2_streams, duration, log_file)
+        pgids = [t.process.pid for t in self.running.values()]
+        try:
+            measured, negotiated = h2load_runner.measure(
+                run, target.process.pid, pgids, self.pinning.load
+            )
+        except H2loadRunError as exc:
+            log(f"  h2load against {target.name} failed ({exc})")
+            log(_indent(exc.output.strip() or "(no output)"))
+            return None
+        except OSError as exc:
+            log(f"  h2load could not be started ({exc}); is nghttp2-client installed?")
+            return None
+        self.h2_negotiated.setdefault(target.name, negotiated)
+        return measured
+
     def measure(self, scenario: Scenario, target: Target) -> Measurement | None:
         """A measured run, waiting for a quiet machine first and measuring again (up to
         --retries times) when other processes took more than --max-foreign of it meanwhile."""
@@ -236,7 +257,7 @@ class Bench:
             idle = cpu_load.wait_for_quiet(1.0 - args.max_foreign, args.quiet_wait)
             if idle < 1.0 - args.max_foreign:
                 log(f"  the machine is still only {idle:.0%} idle; measuring anyway")
-            run = self.run_wrk(scenario, target, args.duration)
+            run = self.run_load(scenario, target, args.duration)
             if run is None:
                 return None
             if run.foreign_load <= args.max_foreign or attempt == args.retries:
@@ -250,15 +271,17 @@ class Bench:
         order = [n for n in TARGET_NAMES if n in self.running and n in self.args.target_names]
         log(f"\n== {scenario.name}: {scenario.description} ==")
         if scenario.tls:
-            plain = [n for n in order if self.running[n].tls_port is None]
+            plain = [n for n in order if scenario.port_of(self.running[n]) is None]
             order = [n for n in order if n not in plain]
+            kind = "HTTP/2 + TLS" if scenario.h2 else "TLS"
             for name in plain:
-                log(f"  {name} has no TLS listener; not measured in this scenario")
-            self.tls_setup = tls_description({n: self.running[n].tls_port for n in order})
+                log(f"  {name} has no {kind} listener; not measured in this scenario")
+            tls_ports = {n: scenario.port_of(self.running[n]) for n in order}
+            self.tls_setup = tls_description(tls_ports)
             log(f"  {self.tls_setup}")
         for name in order if self.args.warmup > 0 else []:
             log(f"  warm-up {name} ({self.args.warmup}s)")
-            self.run_wrk(scenario, self.running[name], self.args.warmup)
+            self.run_load(scenario, self.running[name], self.args.warmup)
         runs: dict[str, list[Measurement]] = {name: [] for name in order}
         for round_number in range(1, self.args.rounds + 1):
             for name in order:
@@ -266,6 +289,9 @@ class Bench:
                 if run is not None:
                     runs[name].append(run)
                     log(f"  round {round_number}/{self.args.rounds} {name:8} {_describe(run)}")
+        if scenario.h2:
+            got = "; ".join(f"{n}: {how}" for n, how in self.h2_negotiated.items())
+            log(f"  h2load negotiated {got}")
         return [report.summarise(name, rs) for name, rs in runs.items() if rs]
 
     def print_results(self, tables: list[tuple[Scenario, list[report.Summary]]]) -> None:
@@ -275,10 +301,22 @@ class Bench:
             report.environment(bastion_version, targets.bastion_env(), str(targets.REPO_DIR))
         )
         env["pinning"] = self.pinning.describe()
+        wrk = f"wrk -t{WRK_THREADS} -d{args.duration}s --latency, "
         env["run"] = (
-            f"wrk -t{WRK_THREADS} -d{args.duration}s --latency, {args.rounds} round(s) "
-            f"interleaved, {args.warmup}s warm-up per target, medians over rounds"
+            f"{wrk if not all(SCENARIOS[n].h2 for n in args.scenarios) else ''}{args.rounds} "
+            f"round(s) interleaved, {args.warmup}s warm-up per target, medians over rounds"
         )
+        if any(SCENARIOS[name].h2 for name in args.scenarios):
+            h2 = SCENARIOS["h2"]
+            env["h2load"] = report.tool_version(["h2load", "--version"])
+            command = h2load_runner.describe(h2.path, h2.connections, h2.h2_streams, args.duration)
+            env["h2 run"] = (
+                f"{command}; CPU sampled over h2load's measured phase only, "
+                "p50/p99 from its per-request log"
+            )
+            if self.h2_negotiated:
+                got = "; ".join(f"{n}: {how}" for n, how in self.h2_negotiated.items())
+                env["h2 negotiated"] = f"as h2load reports it: {got}"
         if self.tls_setup is not None:
             env["tls"] = self.tls_setup
         if self.foreign_loads:
@@ -336,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="bastion-bench-"))
             )
-            bench = Bench(args, pinning, start_targets(args, workdir, pinning, stack))
+            bench = Bench(args, pinning, start_targets(args, workdir, pinning, stack), workdir)
             for name in args.scenarios:
                 tables.append((SCENARIOS[name], bench.scenario(SCENARIOS[name])))
         except TargetStartError as exc:

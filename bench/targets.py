@@ -253,28 +253,34 @@ def nginx_spec(
 ) -> LaunchSpec:
     """Write nginx.conf into workdir (from nginx.conf.template) and describe the nginx command.
 
-    With `tls`, the server also listens with `ssl` on tls.port; with `h2`, with `ssl http2` on
-    h2.port; both share the TLS settings of nginx-tls.conf.template (one certificate).
+    With `tls`, the server also listens with `ssl` on tls.port (nginx-tls.conf.template); with
+    `h2`, a second server listens with `ssl http2` on h2.port (nginx-h2.conf.template), with
+    the same TLS settings.
     """
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     conf = workdir / "nginx.conf"
-    tls_lines = ""
-    listens = [(tls, "ssl"), (h2, "ssl http2")]
-    listen_lines = [f"        listen 127.0.0.1:{lsn.port} {how};" for lsn, how in listens if lsn]
-    certificate = next((lsn.certificate for lsn in (tls, h2) if lsn is not None), None)
-    if certificate is not None:
-        tls_lines = _substitute(
-            "nginx-tls.conf.template",
-            listen_lines="\n".join(listen_lines),
-            chain=certificate.chain,
-            key=certificate.key,
-            ciphers=":".join(INTERMEDIATE_TLS12_CIPHERS),
-        )
-    values = {"workdir": workdir, "port": port, "origin_port": origin_port, "tls": tls_lines}
-    render("nginx.conf.template", conf, **values)
+    tls_lines = _nginx_tls_lines(tls, "ssl")
+    h2_server = ""
+    if h2 is not None:
+        h2_server = _substitute("nginx-h2.conf.template", tls=_nginx_tls_lines(h2, "ssl http2"))
+    values = {"workdir": workdir, "port": port, "origin_port": origin_port}
+    render("nginx.conf.template", conf, tls=tls_lines, h2_server=h2_server, **values)
     workdir.chmod(0o755)  # nginx workers run as an unprivileged user when started as root
     argv = [nginx, "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(conf)]
     return LaunchSpec("nginx", argv, port, cpus, tls_port=_port_of(tls), h2_port=_port_of(h2))
+
+
+def _nginx_tls_lines(listener: TLSListener | None, listen_flags: str) -> str:
+    """A `listen` line with `listen_flags` and the TLS settings (nginx-tls.conf.template)."""
+    if listener is None:
+        return ""
+    return _substitute(
+        "nginx-tls.conf.template",
+        listen=f"listen 127.0.0.1:{listener.port} {listen_flags};",
+        chain=listener.certificate.chain,
+        key=listener.certificate.key,
+        ciphers=":".join(INTERMEDIATE_TLS12_CIPHERS),
+    )
 
 
 def bastion_spec(
