@@ -136,6 +136,11 @@ class H2ServerCodec:
             header_encoding=None,
             validate_inbound_headers=False,  # run per stream by request_head, see above
             normalize_inbound_headers=True,
+            # What we send was parsed by llhttp (valid names and values), lowercased, and
+            # stripped of connection-specific fields by send_head: h2's own pass would only
+            # repeat that work on every response.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         conn = h2.connection.H2Connection(config)
         # No MAX_CONCURRENT_STREAMS for h2 itself: over it, h2 ends the connection.

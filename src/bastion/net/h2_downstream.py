@@ -84,7 +84,7 @@ class H2Stream:
             self._pump()
         else:
             self._ended = True
-        self.connection.flush()
+        self.connection.flush_soon()
 
     def send_body(self, data: bytes) -> None:
         if data:
@@ -97,7 +97,7 @@ class H2Stream:
         self._pump()
 
     def flush(self) -> None:
-        self.connection.flush()
+        self.connection.flush_soon()
 
     def send_switch(self, head: ResponseHead, headers: Headers) -> None:
         raise ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "no protocol switch on HTTP/2 streams")
@@ -113,7 +113,7 @@ class H2Stream:
         if self._unacknowledged:
             self.connection.codec.acknowledge(self.stream_id, self._unacknowledged)
             self._unacknowledged = 0
-            self.connection.flush()
+            self.connection.flush_soon()
 
     # -- from the connection --------------------------------------------------------------
 
@@ -139,7 +139,7 @@ class H2Stream:
             if sent < len(piece):
                 out[0] = piece[sent:]
                 self._set_blocked(True)
-                self.connection.flush()
+                self.connection.flush_soon()
                 return
             out.popleft()
         self._set_blocked(False)
@@ -153,7 +153,7 @@ class H2Stream:
                 self._finish_stream()
             else:
                 self.connection.stream_finished(self)
-        self.connection.flush()
+        self.connection.flush_soon()
 
     def _set_blocked(self, blocked: bool) -> None:
         if blocked != self._blocked:
@@ -172,14 +172,14 @@ class H2Stream:
             self._out.clear()
             self._ended = True
             self.connection.codec.reset(self.stream_id, _INTERNAL_ERROR)
-            self.connection.flush()
+            self.connection.flush_soon()
         if self._ended and not self._out:
             self._finish_stream()
 
     def _finish_stream(self) -> None:
         if self._request_dropped:
             self.connection.codec.reset(self.stream_id, _NO_ERROR)
-            self.connection.flush()
+            self.connection.flush_soon()
         self.connection.stream_finished(self)
 
     def client_reset(self) -> None:
@@ -210,6 +210,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.transport_paused = False
         self._streams: dict[int, H2Stream] = {}
         self._closing = False
+        self._flush_scheduled = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -306,9 +307,17 @@ class H2ClientConnection(asyncio.Protocol):
         self._maybe_close()
 
     def flush(self) -> None:
+        self._flush_scheduled = False
         data = self.codec.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)
+
+    def flush_soon(self) -> None:
+        """Write what the streams queued once this loop iteration is over: many streams
+        answering in one iteration then cost one TLS write, not one each."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
 
     def close_when_idle(self) -> None:
         """Graceful stop: GOAWAY now, close once the streams in flight are done."""
