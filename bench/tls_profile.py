@@ -160,9 +160,9 @@ def preference_check(port: int) -> Check:
     return Check("cipher preference", name, "PASS" if ok else "FAIL", f"server chose {chosen}")
 
 
-def verified_context(ca: Path) -> ssl.SSLContext:
+def verified_context(ca: Path, alpn: tuple[str, ...] = ("h2", "http/1.1")) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(ca))
-    context.set_alpn_protocols(["h2", "http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     return context
 
 
@@ -174,6 +174,8 @@ def connection_checks(port: int, certificates: dict[str, CertificateFiles]) -> l
         try:
             with tls_connection(port, host, verified_context(files.ca)) as tls:
                 compression, alpn = tls.compression(), tls.selected_alpn_protocol()
+            # The request itself is HTTP/1.1, so this connection offers only that by ALPN.
+            with tls_connection(port, host, verified_context(files.ca, ("http/1.1",))) as tls:
                 tls.sendall(
                     f"GET /small HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
                 )
