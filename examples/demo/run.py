@@ -81,7 +81,7 @@ async def main(port: int, seconds: float | None) -> None:
         print("Try it yourself:")
         print(f"  curl -i {base}/app/hello     # mounted under /app, the origin sees /hello")
         print(f"  curl -i {base}/old           # a redirect route")
-        print(f"  curl -i {base}/../../etc     # refused with 400 (path climbs above the root)")
+        print(f"  curl -i --path-as-is {base}/../../etc  # 400: the path climbs above the root")
         print(f"\nConfiguration used: {config}\nCtrl-C stops the demo.")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
