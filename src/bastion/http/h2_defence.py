@@ -5,8 +5,8 @@ and checks each one before the HTTP/2 library sees it: a frame over the size lim
 on its header, before its payload is buffered), a header block (HEADERS + CONTINUATION)
 over its byte budget (the CONTINUATION flood), RST_STREAM frames faster than the reset rate
 (rapid reset, CVE-2023-44487), and frames that cost work without carrying a request forward
-(SETTINGS, PING, PRIORITY, unknown types, empty DATA, empty header fragments) faster than the
-control-frame rate. A refusal raises `FloodError` with the GOAWAY error code to send.
+(SETTINGS, PING, PRIORITY, unknown types, empty DATA, empty header fragments, WINDOW_UPDATEs
+of under 1 KiB) faster than the control-frame rate. A refusal raises `FloodError` with the GOAWAY error code to send.
 
 `RateMeter` is the leaky bucket behind both rates; its clock is injected. `H2Limits` holds
 every limit of a server connection. This module knows frame headers only: nothing of streams,
@@ -29,6 +29,7 @@ RST_STREAM = 0x3
 SETTINGS = 0x4
 PING = 0x6
 GOAWAY = 0x7
+WINDOW_UPDATE = 0x8
 CONTINUATION = 0x9
 
 # Flags.
@@ -43,6 +44,9 @@ ENHANCE_YOUR_CALM = 0xB
 
 _HEADER_SIZE = 9
 _NO_PROGRESS_TYPES = frozenset({SETTINGS, PING, PRIORITY})
+# A WINDOW_UPDATE smaller than this makes the sender cut its DATA into tiny frames ("data
+# dribble", CVE-2019-9511): such updates count against the control-frame budget.
+_SMALL_WINDOW_INCREMENT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +198,10 @@ class FrameGate:
                 raise FloodError(ENHANCE_YOUR_CALM, "rapid reset: too many RST_STREAM frames")
         elif kind in _NO_PROGRESS_TYPES or kind > CONTINUATION:
             self._control_frame("control frames")
+        elif kind == WINDOW_UPDATE and length == 4:
+            increment = int.from_bytes(raw[_HEADER_SIZE:], "big") & 0x7FFFFFFF
+            if increment < _SMALL_WINDOW_INCREMENT:
+                self._control_frame("tiny WINDOW_UPDATE frames")
         return length
 
     def _header_block(self, kind: int, flags: int, raw: bytes, length: int) -> None:

@@ -720,6 +720,7 @@ FLOODS = {
     "padding-only-data": DataFrame(1, data=b"", flags=["PADDED"], pad_length=20).serialize(),
     "priority": PriorityFrame(1, depends_on=0, stream_weight=15).serialize(),
     "unknown-type": raw_frame(0xEE, 0, 0, b"x"),
+    "tiny-window-updates": WindowUpdateFrame(0, window_increment=1).serialize(),  # CVE-2019-9511
 }
 
 
