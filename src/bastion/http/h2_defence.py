@@ -6,7 +6,8 @@ on its header, before its payload is buffered), a header block (HEADERS + CONTIN
 over its byte budget (the CONTINUATION flood), RST_STREAM frames faster than the reset rate
 (rapid reset, CVE-2023-44487), and frames that cost work without carrying a request forward
 (SETTINGS, PING, PRIORITY, unknown types, empty DATA, empty header fragments, WINDOW_UPDATEs
-of under 1 KiB) faster than the control-frame rate. A refusal raises `FloodError` with the GOAWAY error code to send.
+of under 1 KiB) faster than the control-frame rate. A refusal raises `FloodError` with the
+GOAWAY error code to send.
 
 `RateMeter` is the leaky bucket behind both rates; its clock is injected. `H2Limits` holds
 every limit of a server connection. This module knows frame headers only: nothing of streams,
