@@ -38,7 +38,6 @@ from bastion.units import (
 )
 
 REDIRECT_PLACEHOLDERS = ("scheme", "host", "uri", "path", "query")
-REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 SERVER_URL_EXPECTED = 'expected a server URL like "http://10.0.0.5:8080"'
 SERVER_URL_PORTS = {"http": 80, "https": 443}
 HSTS_EXPECTED = (

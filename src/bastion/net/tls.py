@@ -141,13 +141,6 @@ def server_name_of(ssl_object: ssl.SSLObject) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _default_site(sites: Sequence[SiteCertificate]) -> SiteCertificate:
-    for site in sites:
-        if "*" in site.hosts:
-            return site
-    return sites[0]
-
-
 def origin_context(
     *,
     verify: bool,

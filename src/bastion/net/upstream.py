@@ -53,7 +53,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.listener: ResponseListener | None = None
         self.reused = False
         self.closed = False
-        self.idle_since = 0.0
         self.idle_deadline = 0.0
         self._got_response_bytes = False
         self._write_paused = False
@@ -221,7 +220,6 @@ class UpstreamConnector:
         self._pools: dict[str, _ServerPool] = {}  # by ServerPlan.pool_key
         self._tls_contexts: dict[UpstreamTLS, ssl.SSLContext] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self.opened = 0
 
     def take_idle(self, server: ServerPlan) -> UpstreamConnection | None:
         """The most recently used idle connection still fit for reuse, if any."""
@@ -283,7 +281,6 @@ class UpstreamConnector:
                 f"cannot connect to {server.label}: {error.strerror or error}",
                 retryable=True,
             ) from None
-        self.opened += 1
         return conn
 
     def _tls_context(self, tls: UpstreamTLS) -> ssl.SSLContext:
@@ -309,7 +306,6 @@ class UpstreamConnector:
             return
         link.listener = None
         now = self.loop.time()
-        link.idle_since = now
         link.idle_deadline = now + idle_timeout
         pool = self._pools.get(server.pool_key)
         if pool is None:
@@ -319,10 +315,6 @@ class UpstreamConnector:
             pool.idle.popleft().close()
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
-
-    def idle_count(self, server: ServerPlan) -> int:
-        pool = self._pools.get(server.pool_key)
-        return 0 if pool is None else sum(1 for c in pool.idle if not c.closed)
 
     def _sweep(self) -> None:
         """Close idle connections past their deadline; runs while any are idle."""

@@ -43,9 +43,6 @@ class Filter:
         """Edit the response head before it goes to the client (proxied and local)."""
 
 
-PHASES = ("request_headers", "upstream_request", "response_headers")
-
-
 def implementing(filters: tuple[Filter, ...], phase: str) -> tuple[Filter, ...]:
     """The filters that override `phase` — computed once per route, at plan time."""
     base = getattr(Filter, phase)
