@@ -317,3 +317,31 @@ async def test_every_origin_failure_reaches_the_log_once(tmp_path: Path) -> None
     assert [r["status"] for r in records][:3] == [502, 502, 502]
     assert records[3]["flag"] == "upstream_aborted_body"
     assert all(r["flag"] != "ok" for r in records)
+
+
+async def test_origin_that_stops_reading_the_request_body_is_a_504() -> None:
+    """`timeouts.write`: an origin that takes the head but never reads the body fills its
+    socket buffers; bastion stops reading the client meanwhile and answers 504 in time."""
+    from tests.support.origins import ScriptedOrigin
+
+    piece = b"x" * 65536
+    async with ScriptedOrigin() as origin:
+        toml = single_route_config(origin.address, upstream='timeouts = { write = "300ms" }')
+        async with running_proxy(toml) as proxy, RawClient(proxy.ports[0]) as client:
+            await client.send(
+                b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n"
+            )
+
+            async def upload() -> None:
+                for _ in range(1500):  # up to ~98 MB, under the default max_body
+                    await client.send(piece)
+
+            uploading = asyncio.create_task(upload())
+            conn = await origin.accept(timeout=5)
+            await conn.read_request_head()  # ...and never a byte of the body
+            started = time.monotonic()
+            response = await client.read_response(timeout=15)
+            waited = time.monotonic() - started
+            uploading.cancel()
+    assert response.status == 504
+    assert waited < 10  # the write timeout, not the 60 s read or body timeouts

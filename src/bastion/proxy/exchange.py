@@ -65,6 +65,7 @@ class Exchange:
     connect_time: float | None = None
     abort_client = False  # cut the client connection: the response is unusable
     write_paused_since: float | None = None
+    upstream_write_paused_since: float | None = None  # the origin stopped reading our request
     upstream_head_bytes = b""
     retried = False
     tunnel_requested = False  # the Upgrade was forwarded: a 101 may follow
@@ -214,6 +215,10 @@ class Exchange:
         self._resolve(None)
 
     def on_upstream_write_paused(self, paused: bool) -> None:
+        now = self.loop.time()
+        self.upstream_write_paused_since = now if paused else None
+        if not paused:
+            self.last_client_activity = now  # the client's pause was ours, not its silence
         if paused:
             self._pause_client("upstream")
         else:

@@ -368,13 +368,18 @@ class ExchangeWatchdog:
             if now - ex.write_paused_since >= self._body_timeout:
                 return ProxyError(ErrorKind.CLIENT_TIMEOUT, "client stopped reading")
             return None
+        route = ex.ctx.route
+        assert route is not None and route.upstream is not None
+        if ex.upstream_write_paused_since is not None:
+            # The origin does not take the request body; the client is paused for it.
+            if now - ex.upstream_write_paused_since >= route.upstream.write_timeout:
+                return ProxyError(ErrorKind.UPSTREAM_WRITE_TIMEOUT, "origin stopped reading")
+            return None
         if not ex.request_complete and not ex.response_started:
             # The client is still sending its body: its silence is what is timed.
             if now - ex.last_client_activity >= self._body_timeout:
                 return ProxyError(ErrorKind.CLIENT_TIMEOUT, "client stopped sending its body")
             return None
-        route = ex.ctx.route
-        assert route is not None and route.upstream is not None
         if now - ex.last_upstream_activity >= route.upstream.read_timeout:
             return ProxyError(ErrorKind.UPSTREAM_READ_TIMEOUT, "origin stopped answering")
         return None
