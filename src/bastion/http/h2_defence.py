@@ -19,29 +19,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+from bastion.http.h2_frames import CLIENT_PREFACE as CLIENT_PREFACE  # part of this API
+from bastion.http.h2_frames import (
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    FRAME_SIZE_ERROR,
+    HEADERS,
+    PADDED,
+    PING,
+    PRIORITY,
+    PRIORITY_FLAG,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+)
 
-# Frame types (RFC 9113 6) and the pseudo type of a piece of the client preface.
+# The pseudo type of a piece of the client preface.
 PREFACE = -1
-DATA = 0x0
-HEADERS = 0x1
-PRIORITY = 0x2
-RST_STREAM = 0x3
-SETTINGS = 0x4
-PING = 0x6
-GOAWAY = 0x7
-WINDOW_UPDATE = 0x8
-CONTINUATION = 0x9
-
-# Flags.
-END_STREAM = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-
-# Error codes (RFC 9113 7).
-FRAME_SIZE_ERROR = 0x6
-ENHANCE_YOUR_CALM = 0xB
 
 _HEADER_SIZE = 9
 _NO_PROGRESS_TYPES = frozenset({SETTINGS, PING, PRIORITY})
