@@ -4,6 +4,7 @@ proto, client certificates (mTLS) and 421, TLS to origins — over real sockets.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 import subprocess
@@ -482,3 +483,32 @@ async def test_bastion_presents_its_client_certificate_to_an_origin_that_require
             refused, _ = await tls_get(proxy.ports[0], pki, "a.test")
     assert accepted.status == 200  # type: ignore[attr-defined]
     assert refused.status == 502  # type: ignore[attr-defined]
+
+
+async def test_client_certificate_through_an_intermediate_sends_the_chain(pki: TestPKI) -> None:
+    intermediate = pki.client_ca.create_child_ca()
+    client = pki.client_cert("bob@example.test", ca=intermediate)  # leaf + intermediate
+    async with (
+        AutonomousOrigin() as origin,
+        running_proxy(mtls_config(pki, f"http://{origin.address}", "required")) as proxy,
+    ):
+        response, _ = await tls_get(proxy.ports[0], pki, "a.test", cert=client)
+        assert response.status == 200  # type: ignore[attr-defined]
+    seen = origin.requests[0]
+    assert seen.header("x-client-cert-verify") == "SUCCESS"
+    intermediate_der = ssl.PEM_cert_to_DER_cert(intermediate.cert_pem.bytes().decode())
+    # RFC 9440: the chain without the leaf, each certificate a structured-field byte sequence
+    expected = ":" + base64.b64encode(intermediate_der).decode() + ":"
+    assert seen.header("client-cert-chain") == expected
+
+
+async def test_a_client_certificate_without_intermediates_sends_no_chain(pki: TestPKI) -> None:
+    client = pki.client_cert("carol@example.test")
+    async with (
+        AutonomousOrigin() as origin,
+        running_proxy(mtls_config(pki, f"http://{origin.address}", "required")) as proxy,
+    ):
+        response, _ = await tls_get(proxy.ports[0], pki, "a.test", cert=client)
+        assert response.status == 200  # type: ignore[attr-defined]
+    assert origin.requests[0].header("client-cert") is not None
+    assert origin.requests[0].header("client-cert-chain") is None

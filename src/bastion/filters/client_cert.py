@@ -6,7 +6,8 @@ same headers arriving from a client are removed by the core on every route. The 
 the headers depend only on the connection, so they are computed once per connection.
 
 TLS already verified the certificate against the client CAs of every site of the listener
-(see `bastion.net.tls`); here each site additionally requires that its own CA issued it.
+(see `bastion.net.tls`); here each site additionally requires that its own CA issued it,
+directly or through intermediates the client sent.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class ClientCertificates(Filter):
             der = tls.peer_certificate if tls is not None else None
             if der is None:
                 verdict = _ConnectionVerdict(None, "NONE")
-            elif self._issued_here(der):
+            elif self._issued_here(der, tls.chain if tls else ()):
                 verdict = _ConnectionVerdict(
                     ClientCertificate(der, tls.chain if tls else ()), "SUCCESS"
                 )
@@ -77,12 +78,26 @@ class ClientCertificates(Filter):
             state[self] = verdict
         return verdict
 
-    def _issued_here(self, der: bytes) -> bool:
+    def _issued_here(self, der: bytes, chain: tuple[bytes, ...]) -> bool:
+        """Whether this site's CA issued the certificate, directly or through the
+        intermediates the client sent (TLS has verified the path to one of the listener's
+        CAs; this finds out whether the path ends at one of this site's)."""
         certificate = x509.load_der_x509_certificate(der)
-        for issuer in self._issuers:
-            try:
-                certificate.verify_directly_issued_by(issuer)
-            except (ValueError, TypeError, InvalidSignature):
-                continue
-            return True
+        intermediates = [x509.load_der_x509_certificate(c) for c in chain if c != der]
+        for _ in range(len(intermediates) + 1):
+            if any(_issued_by(certificate, issuer) for issuer in self._issuers):
+                return True
+            parent = next((c for c in intermediates if _issued_by(certificate, c)), None)
+            if parent is None:
+                return False
+            intermediates.remove(parent)
+            certificate = parent
         return False
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

@@ -29,7 +29,7 @@ from bastion.http.events import (
     ResponseHead,
 )
 from bastion.http.h1_server import H1RequestReader, reason_phrase, serialize_response_head
-from bastion.net.tls import server_name_of
+from bastion.net.tls import peer_chain, server_name_of
 from bastion.net.tunnel import Tunnel
 from bastion.net.upstream import UpstreamConnection
 from bastion.proxy.context import (
@@ -465,12 +465,14 @@ def _tls_info(ssl_object: ssl.SSLObject | None) -> TLSInfo | None:
     if ssl_object is None:
         return None
     cipher = ssl_object.cipher()
+    certificate = ssl_object.getpeercert(binary_form=True)
     return TLSInfo(
         version=ssl_object.version() or "",
         cipher=cipher[0] if cipher else "",
         alpn=ssl_object.selected_alpn_protocol(),
         server_name=server_name_of(ssl_object),
-        peer_certificate=ssl_object.getpeercert(binary_form=True),
+        peer_certificate=certificate,
+        chain=peer_chain(ssl_object) if certificate else (),
     )
 
 

@@ -141,6 +141,30 @@ def server_name_of(ssl_object: ssl.SSLObject) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
+    """DER of every certificate the client sent, its own first; () when it sent none.
+
+    Python 3.13 makes this `SSLObject.get_unverified_chain()`; 3.11 and 3.12 have the same
+    call on the private `_sslobj` (OpenSSL's SSL_get_peer_cert_chain). Where neither exists,
+    the chain is unknown and () is returned.
+    """
+    public = getattr(ssl_object, "get_unverified_chain", None)
+    private = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    chain_of = public if callable(public) else private
+    if not callable(chain_of):
+        return ()
+    chain = chain_of() or []
+    return tuple(_der(certificate) for certificate in chain)
+
+
+def _der(certificate: object) -> bytes:
+    if isinstance(certificate, bytes):
+        return certificate  # 3.13's public call already gives DER
+    public_bytes = getattr(certificate, "public_bytes")  # noqa: B009 (an untyped _ssl object)
+    der = public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+    return der if isinstance(der, bytes) else b""
+
+
 def origin_context(
     *,
     verify: bool,
