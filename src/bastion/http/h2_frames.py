@@ -96,6 +96,39 @@ def ping_ack_frame(opaque: bytes) -> bytes:
     return frame(PING, ACK, 0, opaque)
 
 
+def write_header_block(
+    out: bytearray, stream_id: int, block: bytes, end_stream: bool, max_frame: int
+) -> None:
+    """Append HEADERS (and CONTINUATIONs, past `max_frame` bytes) carrying `block`."""
+    flags = END_STREAM if end_stream else 0
+    if len(block) <= max_frame:
+        out += frame(HEADERS, flags | END_HEADERS, stream_id, block)
+        return
+    out += frame(HEADERS, flags, stream_id, block[:max_frame])
+    for start in range(max_frame, len(block), max_frame):
+        last = start + max_frame >= len(block)
+        out += frame(
+            CONTINUATION, END_HEADERS if last else 0, stream_id, block[start : start + max_frame]
+        )
+
+
+def write_data(
+    out: bytearray, stream_id: int, data: bytes, size: int, end_stream: bool, max_frame: int
+) -> None:
+    """Append DATA frames carrying the first `size` bytes of `data`, none over `max_frame`;
+    END_STREAM on the last one when `end_stream` (an empty frame if `size` is 0)."""
+    if size <= max_frame:
+        out += frame_header(DATA, END_STREAM if end_stream else 0, stream_id, size)
+        out += data if size == len(data) else data[:size]
+        return
+    view = memoryview(data)
+    for start in range(0, size, max_frame):
+        piece = view[start : min(start + max_frame, size)]
+        flags = END_STREAM if end_stream and start + max_frame >= size else 0
+        out += frame_header(DATA, flags, stream_id, len(piece))
+        out += piece
+
+
 def parse_settings(payload: bytes) -> list[tuple[int, int]]:
     """The (code, value) pairs of a SETTINGS payload whose length is a multiple of 6."""
     return [_SETTING.unpack_from(payload, offset) for offset in range(0, len(payload), 6)]

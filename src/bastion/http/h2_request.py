@@ -119,6 +119,62 @@ def request_head(fields: Iterable[Field], ended: bool) -> tuple[RequestHead, int
     return head, 0 if method == b"HEAD" else content_length
 
 
+_MappedHead = tuple[RequestHead, int | None] | MalformedRequestError
+
+
+class RequestHeadMemo:
+    """`request_head` of recent header blocks, valid while the HPACK table stays the same.
+
+    A client repeating a request sends the same block bytes; its head is then copied from
+    the remembered one instead of being checked and mapped again.
+    """
+
+    __slots__ = ("_generation", "_heads")
+
+    _LIMIT = 32
+
+    def __init__(self) -> None:
+        self._heads: dict[tuple[bytes, bool], _MappedHead] = {}
+        self._generation = 0
+
+    def request_head(
+        self, block: bytes, fields: Iterable[Field], ended: bool, generation: int
+    ) -> tuple[RequestHead, int | None]:
+        """As `request_head(fields, ended)`; `generation`: the decoder's table generation."""
+        if generation != self._generation:
+            self._heads.clear()
+            self._generation = generation
+        key = (block, ended)
+        mapped = self._heads.get(key)
+        if mapped is None:
+            try:
+                mapped = request_head(fields, ended)
+            except MalformedRequestError as malformed:
+                mapped = malformed
+            if len(self._heads) < self._LIMIT:
+                self._heads[key] = mapped
+        if isinstance(mapped, MalformedRequestError):
+            # A new exception each time: re-raising one instance would grow its traceback.
+            raise MalformedRequestError(mapped.reason, mapped.error_code)
+        head, expected_length = mapped
+        return _copy(head), expected_length
+
+
+def _copy(head: RequestHead) -> RequestHead:
+    """A RequestHead the proxy core may edit (it changes `headers` in place)."""
+    return RequestHead(
+        method=head.method,
+        target=head.target,
+        http_version=head.http_version,
+        headers=list(head.headers),
+        framing=head.framing,
+        content_length=head.content_length,
+        keep_alive=head.keep_alive,
+        host=head.host,
+        head_size=head.head_size,
+    )
+
+
 def _check_field(name: bytes, value: bytes) -> None:
     if _FIELD_NAME.fullmatch(name) is None:
         raise MalformedRequestError(f"invalid field name {name[:32]!r}")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bastion.http import h2_frames as wire
-from bastion.http.events import Headers, RequestHead
+from bastion.http.events import Headers
 from bastion.http.h2_defence import (
     PREFACE,
     FloodError,
@@ -34,6 +34,16 @@ from bastion.http.h2_defence import (
     RateMeter,
 )
 from bastion.http.h2_defence import H2Limits as H2Limits  # re-exported: part of this API
+from bastion.http.h2_events import (
+    ConnectionClosed,
+    H2Event,
+    H2ProtocolFailure,
+    RequestReceived,
+    StreamData,
+    StreamEnded,
+    StreamReset,
+    WindowOpened,
+)
 from bastion.http.h2_frames import (
     CANCEL,
     CLIENT_PREFACE,
@@ -52,7 +62,7 @@ from bastion.http.h2_hpack import (
     HeaderBlockError,
     encode_block,
 )
-from bastion.http.h2_request import MalformedRequestError, request_head, request_trailers
+from bastion.http.h2_request import MalformedRequestError, RequestHeadMemo, request_trailers
 
 __all__ = [
     "CANCEL",
@@ -74,59 +84,6 @@ _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
 )
 _RECENTLY_CLOSED = 256  # closed streams remembered, to tell them from idle ones
-_HEAD_MEMO_LIMIT = 32
-
-
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
-    stream_id: int
-    head: RequestHead
-    ended: bool  # END_STREAM on the HEADERS: no body, and no StreamEnded follows
-
-
-@dataclass(frozen=True, slots=True)
-class StreamData:
-    stream_id: int
-    data: bytes
-    flow_len: int  # flow-controlled length: pass to acknowledge() once consumed
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    stream_id: int
-    trailers: Headers  # the end of the request body, with its trailers if any
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReset:
-    """The stream is gone: the client reset it, or the codec did (malformed body/trailers)."""
-
-    stream_id: int
-    error_code: int
-
-
-@dataclass(frozen=True, slots=True)
-class WindowOpened:
-    stream_id: int  # 0: the connection window (or every stream's): retry all blocked streams
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The client sent GOAWAY: it opens no more streams; those in flight may still finish."""
-
-    error_code: int
-
-
-H2Event = RequestReceived | StreamData | StreamEnded | StreamReset | WindowOpened | ConnectionClosed
-
-
-class H2ProtocolFailure(Exception):  # noqa: N818 (the name the server side uses)
-    """The connection must end; its GOAWAY is already queued in `data_to_send()`."""
-
-    def __init__(self, reason: str, error_code: int = PROTOCOL_ERROR) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.error_code = error_code
 
 
 class _ConnectionError(Exception):
@@ -160,9 +117,6 @@ class _HeaderBlock:
     priority_error: bool  # the stream depends on itself: reset once decoded
 
 
-_RequestMapping = tuple[RequestHead, int | None] | MalformedRequestError
-
-
 class H2ServerCodec:
     """One HTTP/2 client connection, server side.
 
@@ -181,8 +135,7 @@ class H2ServerCodec:
             control=RateMeter(limits.max_control_frames_per_window, limits.window, clock),
         )
         self._decoder = HeaderBlockDecoder(limits.max_header_list_size)
-        self._heads: dict[tuple[bytes, bool], _RequestMapping] = {}
-        self._heads_generation = 0
+        self._heads = RequestHeadMemo()
         self._streams: dict[int, _Stream] = {}
         self._closed: dict[int, bool] = {}  # recently closed stream -> we reset it
         self._block: _HeaderBlock | None = None
@@ -338,36 +291,20 @@ class H2ServerCodec:
         ):
             self._refuse(stream_id, REFUSED_STREAM)
             return
-        mapping = self._request_mapping(block, fields, ended)
-        if isinstance(mapping, MalformedRequestError):
-            self._refuse(stream_id, mapping.error_code)
+        try:
+            head, expected_length = self._heads.request_head(
+                block, fields, ended, self._decoder.generation
+            )
+        except MalformedRequestError as malformed:
+            self._refuse(stream_id, malformed.error_code)
             return
-        template, expected_length = mapping
         self._streams[stream_id] = _Stream(
             self._peer_initial_window,
             self._limits.initial_window_size,
             expected_length,
             remote_open=not ended,
         )
-        out.append(RequestReceived(stream_id, _fresh(template), ended))
-
-    def _request_mapping(
-        self, block: bytes, fields: list[tuple[bytes, bytes]], ended: bool
-    ) -> _RequestMapping:
-        """request_head of these fields, remembered while the HPACK table stays the same."""
-        if self._heads_generation != self._decoder.generation:
-            self._heads.clear()
-            self._heads_generation = self._decoder.generation
-        key = (block, ended)
-        mapping = self._heads.get(key)
-        if mapping is None:
-            try:
-                mapping = request_head(fields, ended)
-            except MalformedRequestError as malformed:
-                mapping = malformed
-            if len(self._heads) < _HEAD_MEMO_LIMIT:
-                self._heads[key] = mapping
-        return mapping
+        out.append(RequestReceived(stream_id, head, ended))
 
     def _on_trailers(
         self,
@@ -672,18 +609,7 @@ class H2ServerCodec:
         if not self._table_size_sent:
             self._table_size_sent = True
             block = TABLE_SIZE_ZERO + block
-        flags = wire.END_STREAM if end_stream else 0
-        step = self._peer_max_frame
-        if len(block) <= step:
-            self._out += wire.frame(wire.HEADERS, flags | wire.END_HEADERS, stream_id, block)
-        else:
-            self._out += wire.frame(wire.HEADERS, flags, stream_id, block[:step])
-            for start in range(step, len(block), step):
-                last = start + step >= len(block)
-                end = wire.END_HEADERS if last else 0
-                self._out += wire.frame(
-                    wire.CONTINUATION, end, stream_id, block[start : start + step]
-                )
+        wire.write_header_block(self._out, stream_id, block, end_stream, self._peer_max_frame)
         if end_stream:
             stream.local_open = False
             self._close_if_done(stream_id, stream)
@@ -700,20 +626,8 @@ class H2ServerCodec:
         window = min(stream.send_window, self._send_window)
         size = len(data) if len(data) <= window else max(window, 0)
         finish = end_stream and size == len(data)
-        step = self._peer_max_frame
-        out = self._out
-        if size == len(data) and size <= step:
-            if data or finish:
-                flags = wire.END_STREAM if finish else 0
-                out += wire.frame_header(wire.DATA, flags, stream_id, size)
-                out += data
-        else:
-            view = memoryview(data)
-            for start in range(0, size, step):
-                piece = view[start : min(start + step, size)]
-                flags = wire.END_STREAM if finish and start + step >= size else 0
-                out += wire.frame_header(wire.DATA, flags, stream_id, len(piece))
-                out += piece
+        if size or finish:
+            wire.write_data(self._out, stream_id, data, size, finish, self._peer_max_frame)
         stream.send_window -= size
         self._send_window -= size
         if finish:
@@ -772,18 +686,3 @@ def _unpadded_payload(frame: InboundFrame) -> bytes:
     if not payload or payload[0] >= len(payload):
         raise _ConnectionError(PROTOCOL_ERROR, "padding longer than the frame")
     return payload[1 : len(payload) - payload[0]]
-
-
-def _fresh(template: RequestHead) -> RequestHead:
-    """A RequestHead the proxy core may edit: a copy of a remembered one."""
-    return RequestHead(
-        method=template.method,
-        target=template.target,
-        http_version=template.http_version,
-        headers=list(template.headers),
-        framing=template.framing,
-        content_length=template.content_length,
-        keep_alive=template.keep_alive,
-        host=template.host,
-        head_size=template.head_size,
-    )
