@@ -74,7 +74,9 @@ WEAK_TLS12_CIPHERS = (  # (OpenSSL name, site to try it on, why it must be refus
 )
 TLS13_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
 GROUPS = ("X25519", "prime256v1", "secp384r1")
-OTHER_GROUPS = ("X448", "secp521r1")  # elliptic curves outside the profile: must be refused
+# Groups outside the profile, to be refused on TLS 1.3: OpenSSL's default list has them all.
+# ffdhe2048 is the profile's group for the TLS 1.2 DHE suites only, not a TLS 1.3 key share.
+OTHER_GROUPS = ("X448", "secp521r1", "ffdhe2048")
 MIN_DH_BITS = 2048
 
 

@@ -25,7 +25,6 @@ from hpack.table import HeaderTable
 Field = tuple[bytes, bytes]
 
 _MEMO_LIMIT = 64  # remembered blocks per connection
-_NAME_CACHE_LIMIT = 1024
 TABLE_SIZE_ZERO = b"\x20"  # dynamic table size update to 0 (RFC 7541 6.3)
 
 
@@ -88,17 +87,15 @@ class HeaderBlockDecoder:
         return True
 
 
-def _build_static_indexes() -> tuple[dict[Field, bytes], dict[bytes, int]]:
+def _build_static_indexes() -> tuple[dict[Field, bytes], dict[bytes, bytes]]:
+    """Constants: the one-byte form of each static-table field, and the "literal without
+    indexing, indexed name" start (RFC 7541 6.2.2) of each static-table name."""
     whole: dict[Field, bytes] = {}
-    names: dict[bytes, int] = {}
+    names: dict[bytes, bytes] = {}
     for index, (name, value) in enumerate(HeaderTable.STATIC_TABLE, start=1):
         whole.setdefault((name, value), bytes((0x80 | index,)))
-        names.setdefault(name, index)
+        names.setdefault(name, _integer(index, 4, 0x00))
     return whole, names
-
-
-_STATIC_WHOLE, _STATIC_NAMES = _build_static_indexes()
-_name_prefixes: dict[bytes, bytes] = {}
 
 
 def encode_block(fields: list[Field]) -> bytes:
@@ -111,26 +108,14 @@ def encode_block(fields: list[Field]) -> bytes:
             append(whole)
             continue
         name, value = field
-        prefix = _name_prefixes.get(name)
-        if prefix is None:
-            prefix = _name_prefix(name)
+        prefix = _STATIC_NAME_PREFIXES.get(name)
+        if prefix is None:  # a literal name
+            prefix = b"\x00" + _integer(len(name), 7, 0) + name
         append(prefix)
         length = len(value)
         append(bytes((length,)) if length < 127 else _integer(length, 7, 0))
         append(value)
     return b"".join(parts)
-
-
-def _name_prefix(name: bytes) -> bytes:
-    """The "literal without indexing" start of a field with this name (RFC 7541 6.2.2)."""
-    index = _STATIC_NAMES.get(name)
-    if index is not None:
-        prefix = _integer(index, 4, 0x00)
-    else:
-        prefix = b"\x00" + _integer(len(name), 7, 0) + name
-    if len(_name_prefixes) < _NAME_CACHE_LIMIT:
-        _name_prefixes[name] = prefix
-    return prefix
 
 
 def _integer(value: int, prefix_bits: int, first_byte: int) -> bytes:
@@ -145,3 +130,6 @@ def _integer(value: int, prefix_bits: int, first_byte: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_STATIC_WHOLE, _STATIC_NAME_PREFIXES = _build_static_indexes()

@@ -2,8 +2,10 @@
 contexts for origins.
 
 Server side follows Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD
-ciphers only, no compression, session tickets on (resumption). The context of a TLS listener
-is the default site's; its SNI callback switches to the site the client named.
+ciphers only (ECDHE, and DHE-RSA with the RFC 7919 ffdhe2048 group: `tls_dh`), the key-exchange
+groups X25519, P-256 and P-384 (`tls_groups`), no compression, session tickets on
+(resumption). The context of a TLS listener is the default site's; its SNI callback switches
+to the site the client named.
 
 Client certificates: OpenSSL decides whether to ask for a client certificate from the
 context the connection started with, and Python's SNI callback cannot change that per site.
@@ -20,12 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion.net.tls_dh import load_ffdhe2048
+from bastion.net.tls_groups import PROFILE_GROUPS, set_groups
+
 log = logging.getLogger(__name__)
 
-# Mozilla server-side TLS, "intermediate" configuration: its TLS 1.2 ciphers (TLS 1.3 suites
-# are OpenSSL's defaults, all of which the profile allows). The profile's three DHE-RSA
-# suites are left out: Python 3.11 cannot set the ffdhe2048 group for them, so they could
-# never be negotiated anyway (bench/tls_profile.py checks the listener against the profile).
+# Mozilla server-side TLS, "intermediate" configuration: its TLS 1.2 ciphers in its order
+# (TLS 1.3 suites are OpenSSL's defaults, all of which the profile allows). The DHE-RSA
+# suites use the ffdhe2048 group every server context loads (bench/tls_profile.py checks
+# the listener against the profile).
 INTERMEDIATE_CIPHERS = ":".join(
     [
         "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -34,6 +39,9 @@ INTERMEDIATE_CIPHERS = ":".join(
         "ECDHE-RSA-AES256-GCM-SHA384",
         "ECDHE-ECDSA-CHACHA20-POLY1305",
         "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
     ]
 )
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -59,6 +67,8 @@ def server_context(
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _VERSIONS[site.min_version]
     context.set_ciphers(INTERMEDIATE_CIPHERS)
+    load_ffdhe2048(context)
+    set_groups(context, PROFILE_GROUPS)
     context.options |= ssl.OP_NO_COMPRESSION
     # The profile lets the client choose among these (all strong) ciphers.
     context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
