@@ -337,3 +337,29 @@ async def test_response_trailers_reach_an_h2_client() -> None:
         writer.close()
     trailers = [e for e in events if isinstance(e, h2.events.TrailersReceived)]
     assert trailers and dict(trailers[0].headers).get(b"x-checksum")
+
+
+async def test_small_responses_end_the_stream_on_their_last_frame() -> None:
+    """A response read whole from the origin goes out as HEADERS + one DATA frame carrying
+    END_STREAM (HEADERS alone without a body), not with an extra empty DATA frame."""
+    async with (
+        AutonomousOrigin() as origin,
+        running_proxy(h2_config(origin.address, None)) as proxy,
+    ):
+        reader, writer, conn = await _h2_client(proxy.ports[0])
+        for stream_id, path in ((1, "/bytes?n=13"), (3, "/status/204")):
+            conn.send_headers(
+                stream_id,
+                [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "t")],
+                end_stream=True,
+            )
+            writer.write(conn.data_to_send())
+            events = await _read_events(reader, conn, h2.events.StreamEnded)
+            responses = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+            data = [e for e in events if isinstance(e, h2.events.DataReceived)]
+            if stream_id == 1:
+                assert [len(e.data) for e in data] == [13]
+                assert data[0].stream_ended is not None and responses[0].stream_ended is None
+            else:
+                assert data == [] and responses[0].stream_ended is not None
+        writer.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 from bastion.errors import ErrorKind, ProxyError
@@ -45,16 +44,38 @@ _REFUSED_STREAM = 0x7
 
 
 class H2Stream:
-    """One request/response stream: the `DownstreamLink` of its exchange."""
+    """One request/response stream: the `DownstreamLink` of its exchange.
+
+    A proxied response is held until the origin read that brought it is over (`flush`) or
+    the response ends, then handed to the codec in one go: a small response becomes
+    HEADERS and one DATA frame carrying END_STREAM (HEADERS alone when it has no body),
+    not three frames.
+    """
+
+    __slots__ = (
+        "_blocked",
+        "_ended",
+        "_ending",
+        "_head",
+        "_out",
+        "_read_paused",
+        "_request_dropped",
+        "_trailers",
+        "_unacknowledged",
+        "connection",
+        "exchange",
+        "stream_id",
+    )
 
     def __init__(self, connection: H2ClientConnection, stream_id: int) -> None:
         self.connection = connection
         self.stream_id = stream_id
         self.exchange: Exchange | None = None
-        self._out: deque[bytes] = deque()
+        self._head: tuple[int, Headers] | None = None  # the final head, not yet sent
+        self._out: list[bytes] = []  # body bytes not yet sent
         self._trailers: Headers | None = None
-        self._ending = False
-        self._ended = False
+        self._ending = False  # the response is complete: end the stream after `_out`
+        self._ended = False  # END_STREAM (or RST_STREAM) went to the codec
         self._blocked = False
         self._read_paused = False
         self._unacknowledged = 0
@@ -69,27 +90,21 @@ class H2Stream:
     def send_informational(self, head: ResponseHead, headers: Headers) -> None:
         if head.status == 103:  # early hints are useful to h2 clients; other 1xx are not
             self.connection.codec.send_head(self.stream_id, head.status, headers, False)
+            self.connection.flush_soon()
 
     def send_response_head(
         self, exchange: Exchange, head: ResponseHead, headers: Headers, body: bytes | None
     ) -> None:
-        codec = self.connection.codec
-        if body is None:
-            codec.send_head(self.stream_id, head.status, headers, False)
-            return
-        codec.send_head(self.stream_id, head.status, headers, not body)
-        if body:
-            self._out.append(body)
+        self._head = (head.status, headers)
+        if body is not None:  # a local answer: the whole response at once
+            if body:
+                self._out.append(body)
             self._ending = True
             self._pump()
-        else:
-            self._ended = True
-        self.connection.flush_soon()
 
     def send_body(self, data: bytes) -> None:
         if data:
             self._out.append(data)
-            self._pump()
 
     def end_response(self, trailers: Headers) -> None:
         self._ending = True
@@ -97,7 +112,8 @@ class H2Stream:
         self._pump()
 
     def flush(self) -> None:
-        self.connection.flush_soon()
+        if self._head is not None or self._out:
+            self._pump()
 
     def send_switch(self, head: ResponseHead, headers: Headers) -> None:
         raise ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "no protocol switch on HTTP/2 streams")
@@ -126,34 +142,50 @@ class H2Stream:
             self.exchange.request_body(data)
 
     def window_opened(self) -> None:
-        if self._out or self._ending:
+        if (self._out or self._ending) and not self._ended:
             self._pump()
 
     def _pump(self) -> None:
-        """Send what the flow-control windows allow; tell the exchange when we block."""
-        codec = self.connection.codec
+        """Send the held head and what the flow-control windows allow of the body, ending
+        the stream on the last DATA frame when the response is complete; tell the exchange
+        when we block."""
+        connection = self.connection
+        codec = connection.codec
+        stream_id = self.stream_id
         out = self._out
-        while out:
-            piece = out[0]
-            sent = codec.send_data(self.stream_id, piece)
-            if sent < len(piece):
-                out[0] = piece[sent:]
-                self._set_blocked(True)
-                self.connection.flush_soon()
-                return
-            out.popleft()
-        self._set_blocked(False)
+        end_with_data = self._ending and self._trailers is None
+        head = self._head
+        if head is not None:
+            self._head = None
+            if end_with_data and not out:
+                codec.send_head(stream_id, head[0], head[1], True)
+                self._ended = True
+            else:
+                codec.send_head(stream_id, head[0], head[1], False)
+        if out:
+            last = len(out) - 1
+            for index, piece in enumerate(out):
+                sent = codec.send_data(stream_id, piece, end_with_data and index == last)
+                if sent < len(piece):
+                    del out[:index]
+                    out[0] = piece[sent:]
+                    self._set_blocked(True)
+                    connection.flush_soon()
+                    return
+            out.clear()
+            if end_with_data:
+                self._ended = True
+        if self._blocked:
+            self._set_blocked(False)
         if self._ending and not self._ended:
             self._ended = True
             if self._trailers:
-                codec.send_trailers(self.stream_id, self._trailers)
+                codec.send_trailers(stream_id, self._trailers)
             else:
-                codec.end_stream(self.stream_id)
-            if self.exchange is None:
-                self._finish_stream()
-            else:
-                self.connection.stream_finished(self)
-        self.connection.flush_soon()
+                codec.end_stream(stream_id)
+        if self._ended and self.exchange is None:
+            self._finish_stream()
+        connection.flush_soon()
 
     def _set_blocked(self, blocked: bool) -> None:
         if blocked != self._blocked:
@@ -169,10 +201,16 @@ class H2Stream:
             # Answered before the upload ended: stop it without an error (RFC 9113 8.1).
             self._request_dropped = True
         if exchange.abort_client and not self._ended:
+            self._ending = False
+            if self._head is not None or self._out:
+                self._pump()  # what the origin sent goes out first, then the reset
             self._out.clear()
             self._ended = True
             self.connection.codec.reset(self.stream_id, _INTERNAL_ERROR)
             self.connection.flush_soon()
+        elif self._head is not None or self._out:
+            self._pump()
+            return
         if self._ended and not self._out:
             self._finish_stream()
 
@@ -184,6 +222,7 @@ class H2Stream:
 
     def client_reset(self) -> None:
         self._out.clear()
+        self._head = None
         self._ended = True
         if self.exchange is not None:
             self.exchange.downstream_lost()
@@ -258,26 +297,26 @@ class H2ClientConnection(asyncio.Protocol):
     # -- streams ------------------------------------------------------------------------
 
     def _on_event(self, event: H2Event) -> None:
-        if type(event) is StreamData:
+        if type(event) is RequestReceived:
+            self._begin(event)
+        elif type(event) is StreamData:
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.received(event.data, event.flow_len)
             else:
                 self.codec.acknowledge(event.stream_id, event.flow_len)
-        elif type(event) is RequestReceived:
-            self._begin(event)
         elif type(event) is StreamEnded:
             stream = self._streams.get(event.stream_id)
             if stream is not None and stream.exchange is not None:
                 stream.exchange.request_end(event.trailers)
         elif type(event) is WindowOpened:
-            targets = (
-                list(self._streams.values())
-                if event.stream_id == 0
-                else [s for s in (self._streams.get(event.stream_id),) if s is not None]
-            )
-            for stream in targets:
-                stream.window_opened()
+            if event.stream_id == 0:
+                for stream in list(self._streams.values()):
+                    stream.window_opened()
+            else:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream.window_opened()
         elif type(event) is StreamReset:
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
@@ -302,9 +341,9 @@ class H2ClientConnection(asyncio.Protocol):
         self._pipeline_ref.pipeline.serve(exchange, stream.exchange_done)
 
     def stream_finished(self, stream: H2Stream) -> None:
-        if self._streams.get(stream.stream_id) is stream:
-            del self._streams[stream.stream_id]
-        self._maybe_close()
+        self._streams.pop(stream.stream_id, None)  # stream ids are never reused
+        if self._closing and not self._streams:
+            self._close()
 
     def flush(self) -> None:
         self._flush_scheduled = False

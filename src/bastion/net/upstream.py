@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
@@ -109,10 +108,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # No TCP_NODELAY here: uvloop and asyncio set it on every TCP transport they make.
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel_peer is not None:
@@ -246,16 +243,16 @@ class UpstreamConnector:
         context = self._tls_context(tls) if tls is not None else None
         server_hostname = (tls.server_name or server.host) if tls is not None else None
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
+            # asyncio.timeout, not wait_for: no second task per connection (origin
+            # connections are opened on the hot path whenever the pool runs dry).
+            async with asyncio.timeout(upstream.connect_timeout):
+                _, conn = await loop.create_connection(
                     lambda: UpstreamConnection(server, loop),
                     server.host,
                     server.port,
                     ssl=context,
                     server_hostname=server_hostname,
-                ),
-                upstream.connect_timeout,
-            )
+                )
         except TimeoutError:
             raise ProxyError(
                 ErrorKind.UPSTREAM_CONNECT_TIMEOUT,
