@@ -61,6 +61,11 @@ class ErrorKind(enum.Enum):
     UPSTREAM_CLOSED = "upstream_closed"
     UPSTREAM_PROTOCOL = "upstream_protocol_error"
     UPSTREAM_ABORTED_BODY = "upstream_aborted_body"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # the origin answered 502/503: retried
+    HTTP_1_1_REQUIRED = "http_1_1_required"  # connection-bound auth asked of an HTTP/2 client
+    NO_SERVER = "no_server_available"
+    QUEUE_FULL = "queue_full"
+    QUEUE_TIMEOUT = "queue_timeout"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal_error"
 
@@ -92,6 +97,11 @@ _STATUS: dict[ErrorKind, int] = {
     ErrorKind.UPSTREAM_CLOSED: 502,
     ErrorKind.UPSTREAM_PROTOCOL: 502,
     ErrorKind.UPSTREAM_ABORTED_BODY: 0,
+    ErrorKind.UPSTREAM_UNAVAILABLE: 502,
+    ErrorKind.HTTP_1_1_REQUIRED: 0,
+    ErrorKind.NO_SERVER: 503,
+    ErrorKind.QUEUE_FULL: 503,
+    ErrorKind.QUEUE_TIMEOUT: 503,
     ErrorKind.SHUTTING_DOWN: 503,
     ErrorKind.INTERNAL: 500,
 }
@@ -113,6 +123,11 @@ _SIDE: dict[ErrorKind, Side] = {
     ErrorKind.UPSTREAM_CLOSED: Side.UPSTREAM,
     ErrorKind.UPSTREAM_PROTOCOL: Side.UPSTREAM,
     ErrorKind.UPSTREAM_ABORTED_BODY: Side.UPSTREAM,
+    ErrorKind.UPSTREAM_UNAVAILABLE: Side.UPSTREAM,
+    ErrorKind.HTTP_1_1_REQUIRED: Side.DOWNSTREAM,
+    ErrorKind.NO_SERVER: Side.UPSTREAM,
+    ErrorKind.QUEUE_FULL: Side.UPSTREAM,
+    ErrorKind.QUEUE_TIMEOUT: Side.UPSTREAM,
     ErrorKind.SHUTTING_DOWN: Side.INTERNAL,
     ErrorKind.INTERNAL: Side.INTERNAL,
 }

@@ -16,6 +16,7 @@ nor about sockets or the proxy that runs from it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     StrictBool,
+    field_validator,
     model_validator,
 )
 
@@ -88,6 +90,20 @@ class ServerSettings(BaseModel):
         description="Longest gap between two reads of a client's request body, and between "
         "two successful writes to a slow client.",
     )
+    resolver: AddressValue | None = Field(
+        default=None,
+        description='The DNS server (`"host:port"`, an IP address) asked for the `srv` names of '
+        "upstream servers; the system's (/etc/resolv.conf) when left out.",
+    )
+
+    @field_validator("resolver")
+    @classmethod
+    def _resolver_is_tcp(cls, value: Address | None) -> Address | None:
+        if value is not None and (value.unix_path is not None or not _is_ip(value.host)):
+            raise ValueError(
+                f'expected the DNS server as "ip:port" like "10.0.0.2:53", got "{value}"'
+            )
+        return value
 
 
 class LogSettings(BaseModel):
@@ -339,3 +355,11 @@ class BastionConfig(BaseModel):
             for i, listen in enumerate(self.listen)
             if listen.tls
         ]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -67,6 +67,10 @@ def test_sections_follow_the_file_layout() -> None:
         "## `[upstream.NAME.timeouts]`",
         "## `[upstream.NAME.keepalive]`",
         "## `[upstream.NAME.tls]`",
+        "## `[upstream.NAME.sticky]`",
+        "## `[upstream.NAME.health]`",
+        "## `[upstream.NAME.passive]`",
+        "## `[upstream.NAME.queue]`",
     ]
 
 

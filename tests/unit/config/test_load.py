@@ -197,7 +197,7 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
             config_text(top="[server]\nworkers = 4"),
             'edge.toml: server.workers: unknown key "workers" (allowed here: graceful_timeout, '
             "trusted_proxies, max_header_size, max_uri_size, header_timeout, keepalive_timeout, "
-            "body_timeout)",
+            "body_timeout, resolver)",
         ),
         (
             config_text(listen="tlz = true"),
@@ -209,9 +209,10 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
             'edge.toml: site[0].route[0].cache: unknown key "cache"',
         ),
         (
-            config_text(upstream='balance = "least_conn"'),
-            'edge.toml: upstream.app.balance: unknown key "balance" (allowed here: servers, '
-            "timeouts, keepalive, tls)",
+            config_text(upstream='proxy_protocol = "v1"'),
+            'edge.toml: upstream.app.proxy_protocol: unknown key "proxy_protocol" (allowed here: '
+            "servers, timeouts, keepalive, tls, balance, hash_key, sticky, health, passive, "
+            "retries, retry_budget, queue, slow_start, resolve, pin_auth)",
         ),
         (
             config_text(upstream='timeouts = { connect = "1s", total = "9s" }'),
@@ -221,9 +222,10 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
         (
             config_text().replace(
                 'servers = ["http://10.0.0.5:8080"]',
-                'servers = [{ url = "http://10.0.0.5:8080", weight = 3 }]',
+                'servers = [{ url = "http://10.0.0.5:8080", priority = 3 }]',
             ),
-            'edge.toml: upstream.app.servers[0].weight: unknown key "weight" (allowed here: url)',
+            'edge.toml: upstream.app.servers[0].priority: unknown key "priority" (allowed here: '
+            "url, srv, scheme, weight, max_conns, backup)",
         ),
     ],
 )
@@ -439,7 +441,7 @@ def test_every_problem_is_reported_at_once() -> None:
         top='[server]\ngraceful_timeout = "soon"\nworkers = 2',
         listen="http2 = true",
         route='  websocket = "yes"',
-        upstream='balance = "ewma"',
+        upstream='balance = "fastest"',
     )
     problems = problems_of(text)
     assert [line.split(": ")[1] for line in problems] == [

@@ -90,7 +90,16 @@ def test_upstreams_read_like_a_mapping() -> None:
     assert list(config.upstream) == ["app"]
     assert "app" in config.upstream
     assert config.upstream.get("web") is None
-    assert config.model_dump()["upstream"]["app"]["servers"] == ({"url": "http://127.0.0.1:9000"},)
+    assert config.model_dump()["upstream"]["app"]["servers"] == (
+        {
+            "url": "http://127.0.0.1:9000",
+            "srv": None,
+            "scheme": "http",
+            "weight": 1,
+            "max_conns": 0,
+            "backup": False,
+        },
+    )
 
 
 @pytest.mark.parametrize(
