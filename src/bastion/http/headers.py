@@ -7,6 +7,7 @@ sockets, routes or configuration.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 
 from bastion.http.events import Headers
 from bastion.http.forwarded import FORWARDING_HEADERS
@@ -26,6 +27,10 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 )
 
 VIA_PSEUDONYM = b"bastion"
+_VIA = b"via"
+_CONNECTION = b"connection"
+_HOP_BY_HOP_OR_VIA = HOP_BY_HOP | {_VIA}
+_name = itemgetter(0)  # a header field's name
 _NOTHING: frozenset[bytes] = frozenset()
 _VIA_ENTRIES = {version: version + b" " + VIA_PSEUDONYM for version in (b"1.0", b"1.1")}
 
@@ -72,19 +77,56 @@ def without_hop_by_hop(
 
     `keep` names hop-by-hop headers the caller forwards on purpose (Upgrade for a tunnel).
     """
+    kept_names = frozenset(keep) if keep else _NOTHING
+    if kept_names:
+        drop = drop - kept_names
+    kept = [field for field in headers if field[0] not in drop]
+    if len(kept) == len(headers) and _CONNECTION in drop:
+        return kept  # nothing dropped, so no Connection header either: the common case
     named = connection_tokens(headers)
     if named and not named <= drop:  # `Connection: keep-alive` names nothing new
-        drop = drop | (named - NEVER_HOP_BY_HOP)
-    if keep:
-        drop = drop - frozenset(keep)
-    return [(key, value) for key, value in headers if key not in drop]
+        drop = drop | (named - NEVER_HOP_BY_HOP - kept_names)
+        kept = [field for field in headers if field[0] not in drop]
+    return kept
+
+
+def via_entry(http_version: bytes) -> bytes:
+    """This hop's Via element for a message received over `http_version`."""
+    return _VIA_ENTRIES.get(http_version) or http_version + b" " + VIA_PSEUDONYM
 
 
 def append_via(headers: Headers, http_version: bytes) -> None:
     """Add this hop to Via (RFC 9110 7.6.3), extending an existing Via in place."""
-    entry = _VIA_ENTRIES.get(http_version) or http_version + b" " + VIA_PSEUDONYM
-    for index, field in enumerate(headers):
-        if field[0] == b"via":
-            headers[index] = (b"via", field[1] + b", " + entry)
-            return
-    headers.append((b"via", entry))
+    entry = _VIA_ENTRIES.get(http_version) or via_entry(http_version)
+    if _VIA in map(_name, headers):  # a scan in C; the loop below only runs when found
+        for index, field in enumerate(headers):
+            if field[0] == _VIA:
+                headers[index] = (_VIA, field[1] + b", " + entry)
+                return
+    headers.append((_VIA, entry))
+
+
+def forwarded_headers(headers: Headers, http_version: bytes) -> Headers:
+    """`without_hop_by_hop(headers)` with this hop added to Via, as one pass when the
+    headers hold nothing hop-by-hop and no Via (the usual response)."""
+    kept = [field for field in headers if field[0] not in _HOP_BY_HOP_OR_VIA]
+    if len(kept) != len(headers):
+        kept = without_hop_by_hop(headers)
+        append_via(kept, http_version)
+        return kept
+    kept.append((_VIA, _VIA_ENTRIES.get(http_version) or via_entry(http_version)))
+    return kept
+
+
+_CONNECTION_AUTH_SCHEMES = (b"ntlm", b"negotiate")
+
+
+def asks_connection_auth(headers: Headers) -> bool:
+    """Whether a response asks for NTLM or Negotiate: Windows integrated authentication,
+    whose handshake holds only on the TCP connection that carried it."""
+    for name, value in headers:
+        if name == b"www-authenticate":
+            scheme = value.lstrip().split(b" ", 1)[0].split(b",", 1)[0].lower()
+            if scheme in _CONNECTION_AUTH_SCHEMES:
+                return True
+    return False

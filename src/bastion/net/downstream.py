@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 # Lingering close: how long to keep reading a client that is still sending after its answer.
 _LINGER_IDLE = 2.0  # close after this long without input
 _LINGER_TOTAL = 10.0  # and after this long in all
+# Framing members as module globals: `Framing.X` is a slow lookup on every access (EnumType
+# defines __getattr__, so CPython 3.11 cannot specialise it); a global load is cheap.
+_FRAMING_CHUNKED, _FRAMING_CLOSE = Framing.CHUNKED, Framing.CLOSE
 
 
 class ClientConnection(Protocol):
@@ -105,7 +108,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._reader: H1RequestReader | None = None
         self._exchange: Exchange | None = None
         self._backlog: deque[Event | ProxyError] | None = None
-        self._write_paused = False
+        self.write_paused = False  # the transport asked us to stop writing (DownstreamLink)
         self._read_paused = False
         self._closing = False
         self._tunnel: Tunnel | None = None
@@ -117,10 +120,6 @@ class DownstreamConnection(asyncio.Protocol):
         self._pending_head = b""  # a response head waiting for its first body bytes
 
     # -- DownstreamLink -------------------------------------------------------------------
-
-    @property
-    def write_paused(self) -> bool:
-        return self._write_paused
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -140,7 +139,7 @@ class DownstreamConnection(asyncio.Protocol):
     ) -> None:
         version = exchange.ctx.head.http_version
         self._chunked_out = False
-        if head.framing is Framing.CHUNKED or head.framing is Framing.CLOSE:
+        if head.framing is _FRAMING_CHUNKED or head.framing is _FRAMING_CLOSE:
             if version == b"1.1":
                 self._chunked_out = True
                 headers.append((b"transfer-encoding", b"chunked"))
@@ -261,16 +260,18 @@ class DownstreamConnection(asyncio.Protocol):
         exchange = self._exchange
         if exchange is not None:
             exchange.downstream_lost()
+        if self.client is not None:
+            self.client.drop_pinned()  # an origin connection bound to this one ends with it
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
         if self._tunnel is not None:
             self._tunnel.client_write_paused(True)
         elif self._exchange is not None:
             self._exchange.downstream_write_paused(True)
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         if self._tunnel is not None:
             self._tunnel.client_write_paused(False)
         elif self._exchange is not None:
@@ -285,28 +286,31 @@ class DownstreamConnection(asyncio.Protocol):
             self._backlog.append(event)
             return
         exchange = self._exchange
-        if isinstance(event, ProxyError):
-            if exchange is None:
-                self._refuse(event)
-            elif not exchange.request_complete:
-                exchange.close_after = True  # the error is in this request's own body
-                exchange.fail(event)
-            else:
-                self._backlog = deque([event])  # a later pipelined request: answer in turn
-                self.pause_reading()
-            return
-        if type(event) is BodyChunk:
-            if exchange is not None:
-                exchange.request_body(event.data)
-            # else: the request was answered before its body ended; we close after it.
-        elif type(event) is RequestHead:
+        if type(event) is RequestHead:
             if exchange is not None:
                 self._backlog = deque([event])
                 self.pause_reading()
                 return
             self._begin(event)
-        elif type(event) is EndOfMessage and exchange is not None:
-            exchange.request_end(event.trailers)
+        elif type(event) is EndOfMessage:
+            if exchange is not None:
+                exchange.request_end(event.trailers)
+        elif type(event) is BodyChunk:
+            if exchange is not None:
+                exchange.request_body(event.data)
+            # else: the request was answered before its body ended; we close after it.
+        elif isinstance(event, ProxyError):
+            self._on_error(exchange, event)
+
+    def _on_error(self, exchange: Exchange | None, error: ProxyError) -> None:
+        if exchange is None:
+            self._refuse(error)
+        elif not exchange.request_complete:
+            exchange.close_after = True  # the error is in this request's own body
+            exchange.fail(error)
+        else:
+            self._backlog = deque([error])  # a later pipelined request: answer in turn
+            self.pause_reading()
 
     def _begin(self, head: RequestHead) -> None:
         assert self.client is not None
@@ -347,7 +351,6 @@ class DownstreamConnection(asyncio.Protocol):
         self._next_request()
 
     def _next_request(self) -> None:
-        limits = self._pipeline_ref.pipeline.plan.limits
         backlog, self._backlog = self._backlog, None
         if backlog:
             while backlog and self._backlog is None:
@@ -356,13 +359,12 @@ class DownstreamConnection(asyncio.Protocol):
                 self._backlog.extend(backlog)
                 return
         if self._exchange is None:
-            self._arm_timer(
-                limits.keepalive_timeout if not self._reader_in_message() else limits.header_timeout
-            )
-        self.resume_reading()
-
-    def _reader_in_message(self) -> bool:
-        return self._reader is not None and self._reader.in_message
+            limits = self._pipeline_ref.pipeline.plan.limits
+            reader = self._reader
+            in_message = reader is not None and reader.in_message
+            self._arm_timer(limits.header_timeout if in_message else limits.keepalive_timeout)
+        if self._read_paused:
+            self.resume_reading()
 
     def close_when_idle(self) -> None:
         """Graceful stop: close now if idle, else after the current response."""

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _NO_ERROR = 0x0
 _INTERNAL_ERROR = 0x2
 _REFUSED_STREAM = 0x7
+_HTTP_1_1_REQUIRED = 0xD
 
 
 class H2Stream:
@@ -206,7 +207,13 @@ class H2Stream:
                 self._pump()  # what the origin sent goes out first, then the reset
             self._out.clear()
             self._ended = True
-            self.connection.codec.reset(self.stream_id, _INTERNAL_ERROR)
+            error = exchange.end_error
+            code = (
+                _HTTP_1_1_REQUIRED
+                if error is not None and error.kind is ErrorKind.HTTP_1_1_REQUIRED
+                else _INTERNAL_ERROR
+            )
+            self.connection.codec.reset(self.stream_id, code)
             self.connection.flush_soon()
         elif self._head is not None or self._out:
             self._pump()

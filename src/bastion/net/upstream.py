@@ -241,7 +241,9 @@ class UpstreamConnector:
         loop = self.loop
         tls = server.tls
         context = self._tls_context(tls) if tls is not None else None
-        server_hostname = (tls.server_name or server.host) if tls is not None else None
+        server_hostname = (
+            (tls.server_name or server.tls_name or server.host) if tls is not None else None
+        )
         try:
             # asyncio.timeout, not wait_for: no second task per connection (origin
             # connections are opened on the hot path whenever the pool runs dry).

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 from bastion.http.events import Headers, RequestHead
 
 if TYPE_CHECKING:
+    from bastion.balance.server import ServerState
     from bastion.http.target import RequestTarget
     from bastion.proxy.plan import CompiledRoute, ServerPlan
+    from bastion.proxy.ports import UpstreamLink
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class ClientInfo:
         "peer_ip",
         "peer_port",
         "peer_trusted",
+        "pinned",
         "scheme",
         "tls",
     )
@@ -79,6 +82,25 @@ class ClientInfo:
         self.filter_state: dict[object, object] = {}
         # Forwarding headers computed for this connection, by (mode, Host, prefix).
         self.forwarding_cache: dict[tuple[str, bytes, bytes | None], Headers] = {}
+        # The origin connection this client connection is bound to (NTLM/Negotiate), if any.
+        self.pinned: PinnedLink | None = None
+
+    def drop_pinned(self) -> None:
+        """The client connection is over: so is the origin connection bound to it."""
+        pinned, self.pinned = self.pinned, None
+        if pinned is not None:
+            pinned.link.close()
+
+
+class PinnedLink:
+    """An origin connection bound to one client connection (connection-bound auth)."""
+
+    __slots__ = ("link", "server_index", "upstream")
+
+    def __init__(self, upstream: str, server_index: int, link: UpstreamLink) -> None:
+        self.upstream = upstream
+        self.server_index = server_index
+        self.link = link
 
 
 class RequestContext:
@@ -93,8 +115,11 @@ class RequestContext:
         "request_id",
         "route",
         "server",
+        "server_state",
         "started",
+        "sticky_index",
         "target",
+        "tried",
         "upstream_target",
     )
 
@@ -107,6 +132,9 @@ class RequestContext:
         self.target: RequestTarget | None = None
         self.route: CompiledRoute | None = None
         self.server: ServerPlan | None = None
+        self.server_state: ServerState | None = None  # counted in flight while set
+        self.tried: tuple[ServerState, ...] = ()  # servers that failed an attempt of it
+        self.sticky_index: int | None = None  # the server a sticky pin named
         self.upstream_target = b""  # path + query as the origin will see it
         self.prefix: bytes | None = None  # mount prefix removed by strip_prefix
         self.flag = "ok"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from bastion.errors import ErrorKind, ProxyError
 from bastion.http.chunked import chunk, last_chunk
 from bastion.http.events import Framing, Headers, ResponseHead
-from bastion.http.headers import append_via, without_hop_by_hop
+from bastion.http.headers import append_via, forwarded_headers, without_hop_by_hop
 
 if TYPE_CHECKING:
     from bastion.proxy.context import RequestContext
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 HIGH_WATER = 64 * 1024  # bytes of request body held before the origin is connected
 RETRY_BUFFER = 64 * 1024  # request bodies up to this size are kept to be replayed once
+# Framing members as module globals: `Framing.X` is a slow lookup on every access (EnumType
+# defines __getattr__, so CPython 3.11 cannot specialise it); a global load is cheap.
+_FRAMING_NONE, _FRAMING_LENGTH, _FRAMING_CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
 
 
 _NO_TRAILERS: Headers = []  # shared default; never mutated
@@ -37,42 +40,56 @@ def _nothing(exchange: Exchange) -> None:
 class Exchange:
     """The state of one request between its head arriving and its last byte leaving.
 
-    Most fields keep their class-level default for a whole simple request; only what every
-    request changes is set in `__init__` (it runs once per request on the hot path).
+    Slotted, every field set in `__init__` (once per request, on the hot path): slot reads
+    and writes are specialised by CPython, while a dict-based instance gaining its fields in
+    varying order makes each first write a generic (several times slower) attribute store.
+    A new field must be named in `__slots__` and given its default in `__init__`.
     """
 
-    upstream: UpstreamLink | None = None
-    # request side
-    request_trailers: Headers = _NO_TRAILERS
-    received = 0
-    _pending: list[bytes] | None = None  # body held until the origin is connected
-    _pending_size = 0
-    _replay: list[bytes] | None = None  # body kept to be replayed on a retry
-    _replay_dropped = False
-    _streaming = False
-    _paused_reasons: set[str] | None = None  # why reading from the client is paused
-    last_client_activity = 0.0
-    # response side
-    response_head: ResponseHead | None = None
-    response_started = False
-    response_complete = False
-    bytes_out = 0
-    first_byte_at: float | None = None
-    switched = False
-    switch_head: ResponseHead | None = None
-    _tunnel_first_bytes = b""
-    status = 0  # the status the client was sent, for the log
-    connect_time: float | None = None
-    abort_client = False  # cut the client connection: the response is unusable
-    write_paused_since: float | None = None
-    upstream_write_paused_since: float | None = None  # the origin stopped reading our request
-    upstream_head_bytes = b""
-    retried = False
-    tunnel_requested = False  # the Upgrade was forwarded: a 101 may follow
-    task: asyncio.Task[None] | None = None  # only while connecting to an origin
-    ended = False  # the exchange is over (well: end_error None, or badly)
-    end_error: ProxyError | None = None
-    on_end: Callable[[Exchange, ProxyError | None], None] | None = None
+    __slots__ = (
+        "_paused_reasons",
+        "_pending",
+        "_pending_size",
+        "_replay",
+        "_replay_dropped",
+        "_streaming",
+        "_tunnel_first_bytes",
+        "abort_client",
+        "attempt_started",
+        "body_sent",
+        "bytes_out",
+        "close_after",
+        "connect_time",
+        "ctx",
+        "downstream",
+        "end_error",
+        "ended",
+        "first_byte_at",
+        "last_client_activity",
+        "last_upstream_activity",
+        "latency",
+        "loop",
+        "on_done",
+        "on_end",
+        "on_head",
+        "pinned",
+        "received",
+        "request_complete",
+        "request_trailers",
+        "response_complete",
+        "response_head",
+        "response_started",
+        "retried",
+        "status",
+        "switch_head",
+        "switched",
+        "task",
+        "tunnel_requested",
+        "upstream",
+        "upstream_head_bytes",
+        "upstream_write_paused_since",
+        "write_paused_since",
+    )
 
     def __init__(
         self, ctx: RequestContext, downstream: DownstreamLink, loop: asyncio.AbstractEventLoop
@@ -80,12 +97,51 @@ class Exchange:
         self.ctx = ctx
         self.downstream = downstream
         self.loop = loop
-        self.request_complete = complete = ctx.head.framing is Framing.NONE
-        self.close_after = not ctx.head.keep_alive
-        self.last_upstream_activity = now = loop.time()
-        if not complete:
-            self.last_client_activity = now
         self.on_done: Callable[[Exchange], None] = _nothing
+        self.upstream: UpstreamLink | None = None
+        now = loop.time()
+        # request side
+        self.request_complete = complete = ctx.head.framing is _FRAMING_NONE
+        self.close_after = not ctx.head.keep_alive
+        self.request_trailers: Headers = _NO_TRAILERS
+        self.received = 0
+        self._pending: list[bytes] | None = None  # body held until the origin is connected
+        self._pending_size = 0
+        self._replay: list[bytes] | None = None  # body kept to be replayed on a retry
+        self._replay_dropped = False
+        self._streaming = False
+        self._paused_reasons: set[str] | None = None  # why reading from the client is paused
+        self.last_client_activity = 0.0 if complete else now
+        self.last_upstream_activity = now
+        self.write_paused_since: float | None = None
+        # the origin stopped reading our request
+        self.upstream_write_paused_since: float | None = None
+        self.upstream_head_bytes = b""
+        self.retried = False
+        self.tunnel_requested = False  # the Upgrade was forwarded: a 101 may follow
+        self.task: asyncio.Task[None] | None = None  # only while connecting to an origin
+        self.attempt_started = 0.0  # when the current attempt's server was chosen (monotonic)
+        self.body_sent = False  # an attempt has sent the request (a retry must replay it)
+        self.pinned = False  # the origin connection is bound to the client connection (NTLM)
+        # response side
+        self.response_head: ResponseHead | None = None
+        self.response_started = False
+        self.response_complete = False
+        self.bytes_out = 0
+        self.first_byte_at: float | None = None
+        self.switched = False
+        self.switch_head: ResponseHead | None = None
+        self._tunnel_first_bytes = b""
+        self.status = 0  # the status the client was sent, for the log
+        self.connect_time: float | None = None
+        self.abort_client = False  # cut the client connection: the response is unusable
+        self.latency: float | None = None  # from choosing the server to its response head
+        self.ended = False  # the exchange is over (well: end_error None, or badly)
+        self.end_error: ProxyError | None = None
+        self.on_end: Callable[[Exchange, ProxyError | None], None] | None = None
+        # Sees each final response head first; False: the head is not for the client (the
+        # attempt was ended, e.g. to retry elsewhere).
+        self.on_head: Callable[[Exchange, ResponseHead], bool] | None = None
 
     # -- request body, from the client -----------------------------------------------
 
@@ -104,7 +160,7 @@ class Exchange:
             else:
                 self._replay.append(data)
         if self._streaming and self.upstream is not None:
-            self.upstream.write(chunk(data) if self.ctx.head.framing is Framing.CHUNKED else data)
+            self.upstream.write(chunk(data) if self.ctx.head.framing is _FRAMING_CHUNKED else data)
             return
         if self._pending is None:
             self._pending = [data]
@@ -121,7 +177,7 @@ class Exchange:
         if (
             self._streaming
             and self.upstream is not None
-            and self.ctx.head.framing is Framing.CHUNKED
+            and self.ctx.head.framing is _FRAMING_CHUNKED
         ):
             self.upstream.write(last_chunk(trailers))
 
@@ -138,7 +194,7 @@ class Exchange:
         upstream.start(self, self.ctx.head.method)
         framing = self.ctx.head.framing
         parts = self._replay if replay else self._pending
-        if framing is Framing.NONE or (not parts and framing is Framing.LENGTH):
+        if framing is _FRAMING_NONE or (not parts and framing is _FRAMING_LENGTH):
             upstream.write(head_bytes)  # the common case: a request without a body
         else:
             self._write_first_body(upstream, head_bytes, parts or [])
@@ -150,7 +206,7 @@ class Exchange:
             self._resume_client("buffer")
 
     def _write_first_body(self, upstream: UpstreamLink, head: bytes, parts: list[bytes]) -> None:
-        if self.ctx.head.framing is Framing.CHUNKED:
+        if self.ctx.head.framing is _FRAMING_CHUNKED:
             body = b"".join(chunk(p) for p in parts)
             if self.request_complete:
                 body += last_chunk(self.request_trailers)
@@ -180,8 +236,10 @@ class Exchange:
         self.last_upstream_activity = self.loop.time()
         if self.first_byte_at is None:
             self.first_byte_at = time.monotonic()
-        if head.informational:
+        if 100 <= head.status < 200:  # head.informational, without a property call
             self._relay_informational(head)
+            return
+        if self.on_head is not None and not self.on_head(self, head):
             return
         self.response_head = head
         if not self.request_complete:
@@ -270,8 +328,7 @@ class Exchange:
         if route is not None:
             for response_filter in route.response_filters:
                 response_filter.response_headers(ctx, head)
-        headers = without_hop_by_hop(head.headers)
-        append_via(headers, head.http_version)
+        headers = forwarded_headers(head.headers, head.http_version)
         self.response_started = True
         self.status = head.status
         self.downstream.send_response_head(self, head, headers, body)

@@ -15,27 +15,45 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from bastion.errors import ErrorKind, ProxyError
+from bastion.balance.server import ServerState
+from bastion.errors import ErrorKind, ProxyError, Side
 from bastion.http.client_cert import CLIENT_CERT_HEADERS
 from bastion.http.events import Framing, ResponseHead
 from bastion.http.forwarded import recover_client_ip
 from bastion.http.h1_client import serialize_request_head
 from bastion.http.h1_server import reason_phrase
-from bastion.http.headers import HOP_BY_HOP, append_via, header_value, without_hop_by_hop
+from bastion.http.headers import (
+    HOP_BY_HOP,
+    append_via,
+    asks_connection_auth,
+    header_value,
+    without_hop_by_hop,
+)
 from bastion.http.target import TargetError, parse_target
+from bastion.proxy.context import PinnedLink
 from bastion.proxy.exchange import Exchange
 from bastion.proxy.phases import LocalReply
 from bastion.proxy.router import MethodMismatch, RouteMatch
 
 if TYPE_CHECKING:
     from bastion.proxy.context import RequestContext
-    from bastion.proxy.plan import CompiledRoute, Plan
+    from bastion.proxy.plan import CompiledRoute, Plan, UpstreamPlan
     from bastion.proxy.ports import Connector, ExchangeLog, UpstreamLink
 
 log = logging.getLogger(__name__)
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_RETRY_STATUSES = frozenset({502, 503})  # origin answers an idempotent request may retry
+# Failures after the request reached the origin that another server may not repeat.
+_RETRY_ELSEWHERE_KINDS = frozenset(
+    {ErrorKind.UPSTREAM_READ_TIMEOUT, ErrorKind.UPSTREAM_CLOSED, ErrorKind.UPSTREAM_PROTOCOL}
+)
+# Refusals for want of a server: the 503 says when to come back (RFC 9110 10.2.3).
+_RETRY_AFTER_KINDS = frozenset({ErrorKind.NO_SERVER, ErrorKind.QUEUE_FULL, ErrorKind.QUEUE_TIMEOUT})
 _MAX_REQUEST_ID = 200
+# Framing members as module globals: `Framing.X` is a slow lookup on every access (EnumType
+# defines __getattr__, so CPython 3.11 cannot specialise it); a global load is cheap.
+_FRAMING_CHUNKED = Framing.CHUNKED
 # Besides hop-by-hop headers, the client's X-Request-Id never goes on as is: bastion sets it
 # (keeping a trusted client's value).
 # Client-certificate headers are only ever set by bastion (spoofable otherwise).
@@ -46,12 +64,12 @@ class RequestIds:
     """Cheap unique request ids: a random per-process prefix and a counter."""
 
     def __init__(self) -> None:
-        self._prefix = os.urandom(6).hex()
+        self._format = os.urandom(6).hex() + "%08x"  # the prefix, then the counter
         self._count = 0
 
     def next(self) -> str:
         self._count += 1
-        return f"{self._prefix}{self._count:08x}"
+        return self._format % self._count
 
 
 class Pipeline:
@@ -65,6 +83,7 @@ class Pipeline:
         self.log_sinks = tuple(log_sinks)
         self.request_ids = RequestIds()
         self.watchdog = ExchangeWatchdog(plan.limits.body_timeout)
+        self._on_end = self._on_exchange_end  # bound once, not per request
 
     def serve(self, ex: Exchange, done: Callable[[Exchange], None]) -> None:
         """Start serving one request; `done(ex)` is called once it has ended. Never raises.
@@ -164,7 +183,7 @@ class Pipeline:
         if tunnel and head.upgrade is not None:
             headers.append((b"connection", b"upgrade"))
             headers.append((b"upgrade", head.upgrade))
-        if head.framing is Framing.CHUNKED:
+        if head.framing is _FRAMING_CHUNKED:
             headers.append((b"transfer-encoding", b"chunked"))
         append_via(headers, head.http_version)
         return serialize_request_head(head.method, ctx.upstream_target, headers)
@@ -176,17 +195,83 @@ class Pipeline:
         route = ctx.route
         assert route is not None and route.upstream is not None
         upstream = route.upstream
-        tunnel = route.websocket and ctx.head.upgrade is not None
-        ex.tunnel_requested = tunnel
-        server = upstream.pick_server()
-        ctx.server = server
-        ex.upstream_head_bytes = self.upstream_head(ctx, tunnel)
+        ex.tunnel_requested = route.websocket and ctx.head.upgrade is not None
+        ex.on_head = self._on_head
+        upstream.runtime.budget.record_request(time.monotonic())
+        pinned = ctx.client.pinned
+        if pinned is not None and pinned.upstream == upstream.name and upstream.pin_auth:
+            ctx.client.pinned = None
+            if pinned.link.reusable and upstream.runtime.state_of(pinned.server_index):
+                self._use_pinned(ex, upstream, pinned)
+                return
+            pinned.link.close()
+        self._acquire(ex)
+
+    def _acquire(self, ex: Exchange) -> None:
+        """Choose the server for the next attempt (raises NO_SERVER or QUEUE_FULL)."""
+        ctx = ex.ctx
+        assert ctx.route is not None and ctx.route.upstream is not None
+        choice = ctx.route.upstream.runtime.acquire(ctx, ctx.tried)
+        if isinstance(choice, ServerState):
+            self._dispatch(ex, choice)
+        else:
+            ex.task = ex.loop.create_task(self._wait_in_queue(ex, choice))
+
+    async def _wait_in_queue(self, ex: Exchange, slot: asyncio.Future[ServerState]) -> None:
+        """Every server is at max_conns: wait for a slot (the client may leave meanwhile)."""
+
+        def leave(_ex: Exchange, _error: ProxyError | None) -> None:
+            slot.cancel()
+
+        ex.on_end = leave
+        try:
+            await asyncio.wait((slot,))
+        except asyncio.CancelledError:
+            slot.cancel()
+            raise
+        ex.on_end = None
+        if slot.cancelled():
+            self._finish(ex, ex.end_error)
+            return
+        if ex.ended and slot.exception() is None:
+            # The client left after the slot was granted, before this task woke: hand the
+            # slot back (through _finish) instead of sending a request nobody waits for.
+            ex.ctx.server_state = slot.result()
+            self._finish(ex, ex.end_error)
+            return
+        failure = slot.exception()
+        if failure is not None:
+            self._finish(ex, failure if isinstance(failure, ProxyError) else _internal(failure))
+            return
+        self._dispatch(ex, slot.result())
+
+    def _dispatch(self, ex: Exchange, state: ServerState) -> None:
+        ctx = ex.ctx
+        assert ctx.route is not None and ctx.route.upstream is not None
+        ctx.server_state = state
+        server = ctx.server = ctx.route.upstream.runtime.server_plan(state)
+        ex.upstream_head_bytes = self.upstream_head(ctx, ex.tunnel_requested)
+        ex.attempt_started = time.monotonic()
         link = self.connector.take_idle(server)
         if link is not None:
             ex.connect_time = 0.0
-            self._send(ex, link, replay=False)
+            self._send(ex, link, replay=ex.body_sent)
         else:
-            ex.task = ex.loop.create_task(self._connect_and_send(ex, replay=False))
+            ex.task = ex.loop.create_task(self._connect_and_send(ex, replay=ex.body_sent))
+
+    def _use_pinned(self, ex: Exchange, upstream: UpstreamPlan, pinned: PinnedLink) -> None:
+        """Send on the origin connection this client connection is bound to (NTLM)."""
+        ctx = ex.ctx
+        state = upstream.runtime.state_of(pinned.server_index)
+        assert state is not None  # checked by the caller
+        state.in_flight += 1
+        ctx.server_state = state
+        ctx.server = upstream.runtime.server_plan(state)
+        ex.pinned = True
+        ex.upstream_head_bytes = self.upstream_head(ctx, ex.tunnel_requested)
+        ex.attempt_started = time.monotonic()
+        ex.connect_time = 0.0
+        self._send(ex, pinned.link, replay=False)
 
     async def _connect_and_send(self, ex: Exchange, replay: bool) -> None:
         ctx = ex.ctx
@@ -195,11 +280,13 @@ class Pipeline:
         try:
             link = await self.connector.connect(ctx.route.upstream, ctx.server)
         except ProxyError as failure:
-            self._finish(ex, failure)
+            # Nothing reached the origin: any request may go to another server.
+            if not self._retry_elsewhere(ex, failure, budget_taken=False):
+                self._finish(ex, failure)
             return
-        except Exception:
+        except Exception as error:
             log.exception("internal error connecting to %s", ctx.server.label)
-            self._finish(ex, ProxyError(ErrorKind.INTERNAL, "internal error"))
+            self._finish(ex, _internal(error))
             return
         if ex.ended:  # the client left (or overran max_body) while we were connecting
             self.connector.release(link, None)
@@ -210,12 +297,53 @@ class Pipeline:
 
     def _send(self, ex: Exchange, link: UpstreamLink, replay: bool) -> None:
         ex.attach(link, ex.upstream_head_bytes, replay)
+        ex.body_sent = True
         self.watchdog.watch(ex)
-        ex.on_end = self._on_exchange_end
+        ex.on_end = self._on_end
+
+    def _on_head(self, ex: Exchange, head: ResponseHead) -> bool:
+        """The origin's final response head, before the client sees it."""
+        ctx = ex.ctx
+        state = ctx.server_state
+        assert ctx.route is not None and ctx.route.upstream is not None and state is not None
+        upstream = ctx.route.upstream
+        runtime = upstream.runtime
+        status = head.status
+        if status in _RETRY_STATUSES and self._may_retry_elsewhere(ex):
+            ex.fail(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, f"origin answered {status}"))
+            return False
+        ex.latency = time.monotonic() - ex.attempt_started
+        if runtime.cookie is not None or runtime.learned is not None:
+            cookie = runtime.sticky_set_cookie(ctx, state)
+            if cookie is not None:
+                head.headers.append((b"set-cookie", cookie))
+            runtime.learn_session(state, head.headers)
+        if upstream.pin_auth and status == 401 and asks_connection_auth(head.headers):
+            if ctx.head.http_version == b"2":
+                # One TCP connection carries every stream: it cannot be bound to one origin
+                # connection. Browsers retry the request over HTTP/1.1 (RFC 9113 8.1.2).
+                ex.fail(ProxyError(ErrorKind.HTTP_1_1_REQUIRED, "connection-bound auth"))
+                return False
+            ex.pinned = True
+        return True
 
     def _on_exchange_end(self, ex: Exchange, error: ProxyError | None) -> None:
         self.watchdog.unwatch(ex)
-        if error is not None and not ex.retried and self._may_retry(ex, error):
+        if error is not None and self._retry(ex, error):
+            return
+        if error is None and ex.switched:
+            self._release_server(ex, failed=False)
+            self._start_tunnel(ex)
+        else:
+            self._settle_upstream(ex, error)
+        self._finish(ex, error)
+
+    def _retry(self, ex: Exchange, error: ProxyError) -> bool:
+        """Send the request again if `error` allows it; True when a new attempt started."""
+        if error.kind is ErrorKind.UPSTREAM_UNAVAILABLE:  # decided, and budgeted, in _on_head
+            return self._retry_elsewhere(ex, error, budget_taken=True)
+        if not ex.retried and self._may_retry(ex, error):
+            # A pooled connection the origin had closed: the same server, a fresh connection.
             server = ex.ctx.server
             log.info(
                 "retrying %s on a fresh connection to %s: %s",
@@ -229,15 +357,71 @@ class Pipeline:
             ex.retried = True
             ex.reset_for_retry()
             ex.task = ex.loop.create_task(self._connect_and_send(ex, replay=True))
+            return True
+        if error.kind in _RETRY_ELSEWHERE_KINDS and self._may_retry_elsewhere(ex):
+            return self._retry_elsewhere(ex, error, budget_taken=True)
+        return False
+
+    def _may_retry_elsewhere(self, ex: Exchange) -> bool:
+        """After the origin saw the request: only an idempotent one whose body was kept, with
+        retries and budget left and another server to try (takes from the budget)."""
+        ctx = ex.ctx
+        assert ctx.route is not None and ctx.route.upstream is not None
+        runtime = ctx.route.upstream.runtime
+        return (
+            ctx.head.method in _IDEMPOTENT
+            and ex.replayable
+            and not ex.pinned
+            and len(ctx.tried) < runtime.retries
+            and runtime.has_other_server(ctx.tried, ctx.server_state)
+            and runtime.budget.try_retry(time.monotonic())
+        )
+
+    def _retry_elsewhere(self, ex: Exchange, failure: ProxyError, *, budget_taken: bool) -> bool:
+        """Mark this attempt's server failed and start an attempt on another one."""
+        ctx = ex.ctx
+        assert ctx.route is not None and ctx.route.upstream is not None
+        runtime = ctx.route.upstream.runtime
+        state = ctx.server_state
+        self._release_server(ex, failed=True)
+        if state is not None:
+            ctx.tried = (*ctx.tried, state)
+        if not budget_taken and not (
+            len(ctx.tried) <= runtime.retries
+            and runtime.has_other_server(ctx.tried, None)
+            and runtime.budget.try_retry(time.monotonic())
+        ):
+            return False
+        log.info(
+            "request %s: %s; trying another server of %s",
+            ctx.request_id,
+            failure,
+            runtime.name,
+        )
+        link = ex.detach_upstream()
+        if link is not None:
+            link.close()
+        ex.reset_for_retry()
+        try:
+            self._acquire(ex)
+        except ProxyError:
+            return False  # nobody else can take it now: the original failure answers
+        return True
+
+    def _release_server(self, ex: Exchange, *, failed: bool) -> None:
+        """End the attempt's count on its server (once), feeding health and latency."""
+        ctx = ex.ctx
+        state = ctx.server_state
+        if state is None:
             return
-        if error is None and ex.switched:
-            self._start_tunnel(ex)
-        else:
-            self._settle_upstream(ex, error)
-        self._finish(ex, error)
+        ctx.server_state = None
+        assert ctx.route is not None and ctx.route.upstream is not None
+        ctx.route.upstream.runtime.release(state, failed=failed, latency=ex.latency)
 
     def _finish(self, ex: Exchange, error: ProxyError | None) -> None:
         """The one exit of every request: answer an error, log, hand the connection back."""
+        if ex.ctx.server_state is not None:
+            self._release_server(ex, failed=_counts_as_failure(error, ex))
         if error is not None:
             self._answer_error(ex, error)
         for sink in self.log_sinks:
@@ -263,9 +447,23 @@ class Pipeline:
             and head.keep_alive
             and link.reusable
         ):
-            self.connector.release(link, head.keepalive_timeout)
+            if ex.pinned:
+                self._pin(ex, link)
+            else:
+                self.connector.release(link, head.keepalive_timeout)
         else:
             link.close()
+
+    @staticmethod
+    def _pin(ex: Exchange, link: UpstreamLink) -> None:
+        """Bind the origin connection to the client connection for the rest of its life."""
+        ctx = ex.ctx
+        assert ctx.route is not None and ctx.route.upstream is not None and ctx.server_state
+        if ex.close_after:
+            link.close()  # the client connection ends with this response
+            return
+        ctx.client.drop_pinned()
+        ctx.client.pinned = PinnedLink(ctx.route.upstream.name, ctx.server_state.index, link)
 
     def _start_tunnel(self, ex: Exchange) -> None:
         link = ex.detach_upstream()
@@ -318,9 +516,25 @@ class Pipeline:
             )
         body = f"{status} {reason_phrase(status).decode()}\nrequest id: {ctx.request_id}\n"
         ex.close_after = ex.close_after or error.side.value == "downstream"
-        reply = LocalReply(status, [(b"x-request-id", ctx.request_id.encode())], body.encode())
+        headers = [(b"x-request-id", ctx.request_id.encode())]
+        route = ctx.route
+        if error.kind in _RETRY_AFTER_KINDS and route is not None and route.upstream is not None:
+            seconds = route.upstream.runtime.room.retry_after
+            headers.append((b"retry-after", str(seconds).encode()))
+        reply = LocalReply(status, headers, body.encode())
         self.send_local(ex, reply)
         ctx.flag = error.kind.flag
+
+
+def _internal(error: BaseException) -> ProxyError:
+    return ProxyError(ErrorKind.INTERNAL, f"internal error: {type(error).__name__}")
+
+
+def _counts_as_failure(error: ProxyError | None, ex: Exchange) -> bool:
+    """Whether an attempt's end counts against its server (passive health)."""
+    if error is not None:
+        return error.side is Side.UPSTREAM
+    return ex.status in (502, 503, 504)
 
 
 def _https_redirect(host: bytes, uri: bytes) -> LocalReply:

@@ -11,37 +11,29 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bastion.balance.select import RoundRobin
+from bastion.config.balancing import status_bounds
 from bastion.config.model import (
     BastionConfig,
     RouteSettings,
     SiteSettings,
     UpstreamSettings,
-    UpstreamTLS,
 )
 from bastion.http.forwarded import TrustedProxies
 from bastion.proxy.phases import Filter, implementing
 from bastion.proxy.router import Router, RouteRule, SiteRules
+from bastion.proxy.server_set import ServerPlan as ServerPlan
+from bastion.proxy.upstream_runtime import UpstreamRuntime
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class ServerPlan:
-    """One origin server address, with the keep-alive limits of its upstream.
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """What one upstream's checks send and accept."""
 
-    Compared by identity (hashing it is on the hot path); `pool_key` says which servers may
-    share idle connections.
-    """
-
-    host: str
-    port: int
-    label: str  # "host:port", for logs
-    max_idle: int
-    idle_timeout: float
-    tls: UpstreamTLS | None = None  # how to speak TLS to it (https servers), else None
-
-    @property
-    def pool_key(self) -> str:
-        return self.label if self.tls is None else "https://" + self.label
+    path: str
+    interval: float
+    timeout: float
+    low: int  # lowest passing status
+    high: int  # highest passing status
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +41,20 @@ class UpstreamPlan:
     """A named group of origin servers and how bastion talks to them."""
 
     name: str
-    servers: tuple[ServerPlan, ...]
-    balancer: RoundRobin
+    runtime: UpstreamRuntime  # the live state: servers, their choice, health, stickiness, queue
     connect_timeout: float
     read_timeout: float
     write_timeout: float
     tunnel_idle_timeout: float
+    health: CheckSpec | None = None  # active checks, run by the server for every upstream
+    pin_auth: bool = True
+    resolve: float = 30.0  # how often DNS names among the servers are resolved again
 
-    def pick_server(self) -> ServerPlan:
-        return self.servers[self.balancer.pick()]
+    @property
+    def servers(self) -> tuple[ServerPlan, ...]:
+        """The current servers (DNS may change them: ask again rather than keep this)."""
+        runtime = self.runtime
+        return tuple(runtime.server_plan(state) for state in runtime.states)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,26 +127,21 @@ def build_plan(config: BastionConfig, route_filters: FilterBuilder) -> Plan:
 
 
 def _upstream_plan(name: str, settings: UpstreamSettings) -> UpstreamPlan:
-    keepalive = settings.keepalive
-    servers = tuple(
-        ServerPlan(
-            host=s.host,
-            port=s.port,
-            label=f"{s.host}:{s.port}",
-            max_idle=keepalive.max_idle,
-            idle_timeout=keepalive.idle_timeout,
-            tls=settings.tls if s.scheme == "https" else None,
-        )
-        for s in settings.servers
-    )
+    health = settings.health
+    check = None
+    if health is not None:
+        low, high = status_bounds(health.expect_status)
+        check = CheckSpec(health.path, health.interval, health.timeout, low, high)
     return UpstreamPlan(
         name=name,
-        servers=servers,
-        balancer=RoundRobin(len(servers)),
+        runtime=UpstreamRuntime(name, settings),
         connect_timeout=settings.timeouts.connect,
         read_timeout=settings.timeouts.read,
         write_timeout=settings.timeouts.write,
         tunnel_idle_timeout=settings.timeouts.idle,
+        health=check,
+        pin_auth=settings.pin_auth,
+        resolve=settings.resolve,
     )
 
 

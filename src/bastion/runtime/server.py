@@ -17,14 +17,16 @@ from bastion.errors import ConfigError
 from bastion.filters.chain import route_filters
 from bastion.http.h2_server import H2Limits
 from bastion.net.downstream import ConnectionRegistry, PipelineRef
+from bastion.net.health_check import HealthChecker
 from bastion.net.listener import connection_factory
 from bastion.net.tls import ListenerTLS, SiteCertificate
 from bastion.net.upstream import UpstreamConnector
+from bastion.net.upstream_dns import DnsWatchers
 from bastion.observe.access_log import AccessLog
 from bastion.observe.request_log import AccessLogger
 from bastion.proxy.context import ListenerInfo
 from bastion.proxy.pipeline import Pipeline
-from bastion.proxy.plan import build_plan
+from bastion.proxy.plan import Plan, build_plan
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class ProxyServer:
             config.log.access, config.log.format, schedule=self.loop.call_soon
         )
         self.pipeline_ref = PipelineRef(self._pipeline(config))
+        self.checkers: list[HealthChecker] = []
+        self.dns = DnsWatchers(self.pipeline_ref.pipeline.plan, config.server.resolver)
+        self._dns_swaps: set[asyncio.Task[None]] = set()
         self.servers: list[asyncio.Server] = []
         self.stopped = asyncio.Event()
 
@@ -49,7 +54,25 @@ class ProxyServer:
         sinks = [AccessLogger(self.access_log)] if self.access_log.enabled else []
         return Pipeline(plan, self.connector, sinks)
 
+    def _start_checks(self, plan: Plan) -> None:
+        """Active health checks of the upstreams that have them (the old ones stop)."""
+        for checker in self.checkers:
+            checker.stop()
+        self.checkers = [
+            HealthChecker(upstream, upstream.health, self.connector, upstream.runtime)
+            for upstream in plan.upstreams.values()
+            if upstream.health is not None
+        ]
+        for checker in self.checkers:
+            checker.start()
+
+    async def _swap_dns(self, old: DnsWatchers, new: DnsWatchers) -> None:
+        await old.stop()
+        await new.start()
+
     async def start(self) -> None:
+        await self.dns.start()  # the first resolution, before serving
+        self._start_checks(self.pipeline_ref.pipeline.plan)
         for listen in self.config.listen:
             address = listen.address
             tls = listener_tls(self.config, listen.offers_h2) if listen.tls else None
@@ -100,8 +123,15 @@ class ProxyServer:
             return False
         if [x.address for x in config.listen] != [x.address for x in self.config.listen]:
             log.warning("reload: listener changes take effect after a restart")
+        dns = DnsWatchers(pipeline.plan, config.server.resolver)
+        dns.seed(self.dns)  # serve by the addresses known so far while re-resolving
         self.config = config
         self.pipeline_ref.pipeline = pipeline
+        self._start_checks(pipeline.plan)
+        swap = self.loop.create_task(self._swap_dns(self.dns, dns))
+        self._dns_swaps.add(swap)
+        swap.add_done_callback(self._dns_swaps.discard)
+        self.dns = dns
         log.info("configuration reloaded from %s", path)
         return True
 
@@ -110,6 +140,11 @@ class ProxyServer:
         timeout = (
             self.config.server.graceful_timeout if graceful_timeout is None else graceful_timeout
         )
+        for checker in self.checkers:
+            checker.stop()
+        for swap in list(self._dns_swaps):
+            swap.cancel()
+        await self.dns.stop()
         for server in self.servers:
             server.close()
         drained = self.registry.drain()
