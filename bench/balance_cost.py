@@ -44,15 +44,14 @@ class Row:
     build_ms: float
 
 
-def make_pool(count: int, down: int, seed: int) -> list[ServerState]:
-    """`count` servers with weights 1-3, 0-3 requests in flight, latencies of 2-50 ms; the
-    first `down` are unusable."""
+def make_pool(count: int, down: int, seed: int, *, weighted: bool = True) -> list[ServerState]:
+    """`count` servers with weights 1-3 (or all 1), 0-3 requests in flight, latencies of
+    2-50 ms; the first `down` are unusable."""
     rng = random.Random(seed)
     servers = []
     for index in range(count):
-        server = ServerState(
-            index, f"10.0.{index // 256}.{index % 256}:8080", weight=rng.randint(1, 3)
-        )
+        weight = rng.randint(1, 3) if weighted else 1
+        server = ServerState(index, f"10.0.{index // 256}.{index % 256}:8080", weight=weight)
         server.in_flight = rng.randint(0, 3)
         server.observe_latency(rng.uniform(0.002, 0.050), now=time.monotonic())
         server.usable = index >= down
@@ -89,11 +88,12 @@ def _nothing(key: bytes | None) -> None:
     return None
 
 
-def measure(label: str, name: str, key_kind: str) -> Row:
+def measure(label: str, name: str, key_kind: str, *, weighted: bool = True) -> Row:
     keys = make_keys(key_kind, PICKS, seed=1)
     figures = []
     for count, down in ((3, 0), (100, 0), (100, 10)):
-        balancer: Balancer = build_balancer(name, make_pool(count, down, seed=count + down))
+        pool_of = make_pool(count, down, seed=count + down, weighted=weighted)
+        balancer: Balancer = build_balancer(name, pool_of)
         figures.append(per_pick_us(balancer.pick, keys))
     pool = make_pool(100, 0, seed=100)
     started = time.perf_counter()
@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     arguments = parser.parse_args()
     rows = [baseline(), *(measure(*case) for case in CASES)]
+    rows.insert(3, measure("least_conn (equal weights)", "least_conn", "ip", weighted=False))
     print(render(rows, arguments.markdown))
 
 
