@@ -160,6 +160,24 @@ async def test_checks_stop_with_the_proxy_and_a_reload_does_not_double_them(
     assert len(a.checks) == stopped
 
 
+async def test_a_reload_keeps_a_down_server_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The new configuration's runtime inherits the health verdicts: a server the checks took
+    down gets no request after the reload (it would until its checks failed again)."""
+    events = HealthLog(caplog)
+    async with origin_pool("a", "b") as (a, b):
+        config = pool_config([a, b], checks(rise=2, fall=2, interval="1s"))
+        (tmp_path / "bastion.toml").write_text(config)
+        async with running_proxy(pool_config([a, b], checks(rise=2, fall=2))) as proxy:
+            async with client(proxy.ports[0]) as http:
+                a.set_health(503)
+                await events.wait(a, "down")
+                assert proxy.reload(tmp_path / "bastion.toml")  # checks now only every second
+                served = await tally(http, 10)
+    assert served == {"b": 10}
+
+
 # -- passive ejection --------------------------------------------------------------------------
 
 PASSIVE = 'passive = { failures = 3, window = "10s", eject = "400ms" }'

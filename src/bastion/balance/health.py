@@ -273,6 +273,10 @@ class ServerHealth:
         """Accept the balancer's pick of this server? `random_value` uniform in [0, 1)."""
         return random_value < self.share(now)
 
+    def judged_usable(self) -> bool:
+        """Whether the active and passive verdicts let the server take requests."""
+        return self._judged_usable()
+
     def _judged_usable(self) -> bool:
         active_up = self.active is None or self.active.up
         return active_up and (self.passive is None or not self.passive.ejected)

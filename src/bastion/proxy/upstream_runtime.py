@@ -179,6 +179,36 @@ class UpstreamRuntime:
             self._position = {state.index: at for at, state in enumerate(self.states)}
         self._plan_tick()
 
+    def inherit(self, old: UpstreamRuntime) -> None:
+        """After a reload: servers that stay keep what the old runtime learnt of them —
+        whether health checks have them down, an ejection in progress, their latency — so a
+        dead server does not get traffic again until its checks catch up."""
+        now = self._clock()
+        for state in self.states:
+            previous = old._by_key.get(cast(LiveServer, state).spec.key)
+            if previous is None:
+                continue
+            state.latency, state.latency_at = previous.latency, previous.latency_at
+            health, before = self.healths[state.index], old.healths.get(previous.index)
+            if before is None:
+                continue
+            if health.active is not None and before.active is not None:
+                health.active.up = before.active.up
+            if (
+                health.passive is not None
+                and before.passive is not None
+                and health.passive.policy == before.passive.policy
+            ):
+                health.passive = before.passive
+            health.usable_since = before.usable_since
+            state.usable = health.judged_usable()
+        self._plan_tick()
+        self._tick_if_due(now)
+
+    def _tick_if_due(self, now: float) -> None:
+        if self._next_deadline is not None and now >= self._next_deadline:
+            self._tick()
+
     def server_plan(self, state: ServerState) -> ServerPlan:
         """How to reach `state` (also after it left the set)."""
         return cast(LiveServer, state).plan

@@ -125,6 +125,10 @@ class ProxyServer:
             log.warning("reload: listener changes take effect after a restart")
         dns = DnsWatchers(pipeline.plan, config.server.resolver)
         dns.seed(self.dns)  # serve by the addresses known so far while re-resolving
+        old_upstreams = self.pipeline_ref.pipeline.plan.upstreams
+        for name, upstream in pipeline.plan.upstreams.items():
+            if name in old_upstreams:
+                upstream.runtime.inherit(old_upstreams[name].runtime)
         self.config = config
         self.pipeline_ref.pipeline = pipeline
         self._start_checks(pipeline.plan)
