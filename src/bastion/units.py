@@ -215,3 +215,12 @@ def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     raise ValueError(
         f"{describe_value(text)} has host bits set; did you mean {describe_value(str(loose))}?"
     )
+
+
+def is_ip_literal(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -16,7 +16,6 @@ nor about sockets or the proxy that runs from it.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -52,7 +51,7 @@ from bastion.config.values import (
     RoutePath,
     Size,
 )
-from bastion.units import Address
+from bastion.units import Address, is_ip_literal
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -99,7 +98,7 @@ class ServerSettings(BaseModel):
     @field_validator("resolver")
     @classmethod
     def _resolver_is_tcp(cls, value: Address | None) -> Address | None:
-        if value is not None and (value.unix_path is not None or not _is_ip(value.host)):
+        if value is not None and (value.unix_path is not None or not is_ip_literal(value.host)):
             raise ValueError(
                 f'expected the DNS server as "ip:port" like "10.0.0.2:53", got "{value}"'
             )
@@ -355,11 +354,3 @@ class BastionConfig(BaseModel):
             for i, listen in enumerate(self.listen)
             if listen.tls
         ]
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -8,7 +8,6 @@ how problems are shown, nor the connection pool that uses these settings.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -41,7 +40,7 @@ from bastion.config.values import (
     UpstreamName,
     parse_server_url,
 )
-from bastion.units import Address, describe_value
+from bastion.units import Address, describe_value, is_ip_literal
 
 
 def _server_url(url: str | None) -> str | None:
@@ -60,14 +59,6 @@ def _srv_name(name: str | None) -> str | None:
     if name is not None and not _SRV_NAME.fullmatch(name):
         raise ValueError(f'expected an SRV name like "_http._tcp.app.internal", got {name!r}')
     return name.lower().removesuffix(".") if name is not None else None
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class UpstreamServer(BaseModel):
@@ -161,7 +152,7 @@ class UpstreamServer(BaseModel):
     @property
     def is_name(self) -> bool:
         """Whether DNS says which servers this entry stands for (a host name or SRV name)."""
-        return self.srv is not None or not _is_ip(self._host)
+        return self.srv is not None or not is_ip_literal(self._host)
 
     @property
     def address(self) -> Address:

@@ -27,6 +27,8 @@ import dns.rdata
 import dns.rdtypes.IN.SRV
 import dns.resolver
 
+from bastion.units import is_ip_literal
+
 log = logging.getLogger(__name__)
 
 Scheme = Literal["http", "https"]
@@ -53,7 +55,10 @@ class DnsTarget:
             (not self.name, "empty name"),
             (self.srv and self.port != 0, f"an SRV name has no port, got {self.port}"),
             (not self.srv and not 0 < self.port < 65536, f"port must be 1-65535: {self.port}"),
-            (not self.srv and _is_ip(self.name), f"{self.name} is an IP address, not a name"),
+            (
+                not self.srv and is_ip_literal(self.name),
+                f"{self.name} is an IP address, not a name",
+            ),
         ):
             if wrong:
                 raise ValueError(problem)
@@ -65,7 +70,7 @@ class DnsTarget:
         scheme, host = parts.scheme.lower(), parts.hostname
         if scheme not in _DEFAULT_PORTS or not host:
             raise ValueError(f"expected http[s]://host[:port], got {url!r}")
-        if _is_ip(host):
+        if is_ip_literal(host):
             return None
         port = parts.port or _DEFAULT_PORTS[scheme]
         return cls("https" if scheme == "https" else "http", host, port)
@@ -175,7 +180,7 @@ async def _resolve_srv(
 
 async def _srv_host_addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:
     """An SRV target's addresses; [] (and a warning) when it has none: it is skipped."""
-    if _is_ip(name):
+    if is_ip_literal(name):
         return [name]
     v4, v6 = await _all(_query(resolver, name, "A", True), _query(resolver, name, "AAAA", True))
     if not v4 and not v6:
@@ -206,14 +211,6 @@ async def _all(*aws: Awaitable[_T]) -> list[_T]:
             raise result
         done.append(result)
     return done
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _order(server: ResolvedServer) -> tuple[int, int, int, int, str]:

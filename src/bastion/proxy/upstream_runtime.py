@@ -362,16 +362,7 @@ class UpstreamRuntime:
         if health is None:
             return  # the server left the set while it was being checked
         events = health.check(passed, self._clock())
-        if events:
-            self._plan_tick()
-        for event in events:
-            log.log(
-                logging.WARNING if event.alarming else logging.INFO,
-                "upstream %s: %s (check: %s)",
-                self.name,
-                event,
-                detail,
-            )
+        self._log(events, f" (check: {detail})")
         if events and self.room:
             self.room.slot_freed()
 
@@ -391,16 +382,13 @@ class UpstreamRuntime:
         deadlines = [h.next_deadline for h in self.healths.values() if h.next_deadline is not None]
         self._next_deadline = min(deadlines) if deadlines else None
 
-    def _log(self, events: Sequence[HealthEvent]) -> None:
+    def _log(self, events: Sequence[HealthEvent], detail: str = "") -> None:
+        """Log every state change (`detail`: what the check saw) and re-plan the ticks."""
         if events:
             self._plan_tick()
         for event in events:
-            log.log(
-                logging.WARNING if event.alarming else logging.INFO,
-                "upstream %s: %s",
-                self.name,
-                event,
-            )
+            level = logging.WARNING if event.alarming else logging.INFO
+            log.log(level, "upstream %s: %s%s", self.name, event, detail)
 
 
 def _cookie_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
