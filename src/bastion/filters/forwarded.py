@@ -8,6 +8,8 @@ prefix, so they are computed once per connection and Host and reused.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from bastion.http.events import Headers
 from bastion.http.forwarded import (
     FORWARDING_HEADERS,
@@ -19,6 +21,7 @@ from bastion.proxy.context import RequestContext
 from bastion.proxy.phases import Filter
 
 _CACHE_LIMIT = 16  # distinct (mode, Host, prefix) per connection worth remembering
+_name = itemgetter(0)  # a header field's name
 
 
 class ForwardedHeaders(Filter):
@@ -39,7 +42,8 @@ class ForwardedHeaders(Filter):
             fresh = fresh_fields(self._facts(ctx), self.mode)
             if len(cache) < _CACHE_LIMIT:
                 cache[key] = fresh
-        headers[:] = [field for field in headers if field[0] not in FORWARDING_HEADERS]
+        if not FORWARDING_HEADERS.isdisjoint(map(_name, headers)):
+            headers[:] = [field for field in headers if field[0] not in FORWARDING_HEADERS]
         headers.extend(fresh)
 
     @staticmethod

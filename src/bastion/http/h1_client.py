@@ -25,7 +25,20 @@ from bastion.http.events import (
 from bastion.http.headers import tokens
 
 _NO_BODY_STATUS = frozenset({204, 304})
+# The fields that decide a response's framing and keep-alive; the others are not looked at.
+_KEEPALIVE_AND_FRAMING_FIELDS = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
+)
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+# Framing members as module globals: `Framing.X` is a slow lookup on every access (EnumType
+# defines __getattr__, so CPython 3.11 cannot specialise it); a global load is cheap.
+_FRAMING_NONE, _FRAMING_LENGTH, _FRAMING_CHUNKED, _FRAMING_CLOSE = (
+    Framing.NONE,
+    Framing.LENGTH,
+    Framing.CHUNKED,
+    Framing.CLOSE,
+)
+_field_line = b": ".join  # (name, value) -> b"name: value", mapped in C over a header list
 
 
 class _UnsolicitedError(Exception):
@@ -57,7 +70,7 @@ class H1ResponseReader:
         self._trailers: Headers | None = None
         self._reason = b""
         self._expect_body = True
-        self._framing = Framing.NONE
+        self._framing = _FRAMING_NONE
         self._head_buffer = b""
         self.done = False  # the final response has been read to its end
         self.switched = False  # the origin answered 101: later bytes are tunnel data
@@ -71,7 +84,7 @@ class H1ResponseReader:
 
     @property
     def reading_until_close(self) -> bool:
-        return self._framing is Framing.CLOSE and not self.done
+        return self._framing is _FRAMING_CLOSE and not self.done
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse `data`; returns the events it completes. Raises ProxyError."""
@@ -95,9 +108,9 @@ class H1ResponseReader:
 
     def eof(self) -> list[Event]:
         """The origin closed its side. Ends a close-delimited body, else raises."""
-        if self._framing is Framing.CLOSE and not self.done:
+        if self._framing is _FRAMING_CLOSE and not self.done:
             self.done = True
-            self._framing = Framing.NONE
+            self._framing = _FRAMING_NONE
             return [EndOfMessage([])]
         raise ProxyError(ErrorKind.UPSTREAM_CLOSED, "origin closed the connection")
 
@@ -167,7 +180,7 @@ class H1ResponseReader:
         trailers = self._trailers
         self._events.append(EndOfMessage(trailers) if trailers else END_OF_MESSAGE)
         self._trailers = None
-        self._framing = Framing.NONE
+        self._framing = _FRAMING_NONE
         self.done = True
 
 
@@ -179,6 +192,8 @@ def _build_head(parser: object, reason: bytes, headers: Headers, expect_body: bo
     keep_alive = version == b"1.1"
     keepalive_timeout: float | None = None
     for name, value in headers:
+        if name not in _KEEPALIVE_AND_FRAMING_FIELDS:
+            continue
         if name == b"content-length":
             content_length = int(value)
         elif name == b"transfer-encoding":
@@ -192,22 +207,16 @@ def _build_head(parser: object, reason: bytes, headers: Headers, expect_body: bo
         elif name == b"keep-alive":
             keepalive_timeout = _keepalive_timeout(value)
     if not expect_body or status in _NO_BODY_STATUS or 100 <= status < 200:
-        framing = Framing.NONE
+        framing = _FRAMING_NONE
     elif chunked:
-        framing = Framing.CHUNKED
+        framing = _FRAMING_CHUNKED
     elif content_length is not None:
-        framing = Framing.LENGTH if content_length else Framing.NONE
+        framing = _FRAMING_LENGTH if content_length else _FRAMING_NONE
     else:
-        framing, keep_alive = Framing.CLOSE, False
+        framing, keep_alive = _FRAMING_CLOSE, False
+    # positional: this runs once per response
     return ResponseHead(
-        status=status,
-        reason=reason,
-        headers=headers,
-        http_version=version,
-        framing=framing,
-        content_length=content_length,
-        keep_alive=keep_alive,
-        keepalive_timeout=keepalive_timeout,
+        status, reason, headers, version, framing, content_length, keep_alive, keepalive_timeout
     )
 
 
@@ -224,5 +233,5 @@ def _keepalive_timeout(value: bytes) -> float | None:
 
 def serialize_request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
     """The request line and header block of an HTTP/1.1 request, ready for the wire."""
-    fields = b"\r\n".join([b": ".join(field) for field in headers])
+    fields = b"\r\n".join(map(_field_line, headers))
     return b"%s %s HTTP/1.1\r\n%s\r\n\r\n" % (method, target, fields)

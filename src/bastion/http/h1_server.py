@@ -31,6 +31,11 @@ from bastion.http.headers import tokens
 
 _MAX_UPGRADE_BUFFER = 1 << 20
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+# Framing members as module globals: `Framing.X` is a slow lookup on every access (EnumType
+# defines __getattr__, so CPython 3.11 cannot specialise it); a global load is cheap.
+_FRAMING_NONE, _FRAMING_LENGTH, _FRAMING_CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
+_UNDERSCORE = ord("_")  # `int in bytes` is a memchr
+_field_line = b": ".join  # (name, value) -> b"name: value", mapped in C over a header list
 
 
 _REASONS: dict[int, bytes] = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -61,10 +66,10 @@ class H1RequestReader:
         "_events",
         "_field_bytes",
         "_head",
-        "_head_bytes",
         "_headers",
         "_in_head",
         "_last_host",
+        "_later_bytes",
         "_max_header_size",
         "_max_uri_size",
         "_parser",
@@ -86,10 +91,10 @@ class H1RequestReader:
         self._headers: Headers = []
         self._trailers: Headers | None = None
         self._url_parts: list[bytes] = []
-        self._head: RequestHead | None = None
-        self._head_bytes = 0
-        self._field_bytes = 0
         self._uri_bytes = 0
+        self._head: RequestHead | None = None
+        self._later_bytes = 0  # bytes of reads after the first one of an unfinished head
+        self._field_bytes = 0
         self._last_host: bytes | None = None
         self._in_head = False
         self.failure: ProxyError | None = None
@@ -122,7 +127,8 @@ class H1RequestReader:
         was_in_head = self._in_head
         try:
             self._feed_parser(data)
-            self._check_head_size(data, was_in_head)
+            if self._in_head:
+                self._check_head_size(data, was_in_head)
         except ProxyError as error:
             # Hand out only the requests completed before the error: the malformed one,
             # even a head of it that parsed, must never reach an origin.
@@ -150,11 +156,10 @@ class H1RequestReader:
 
     def _check_head_size(self, data: bytes, was_in_head: bool) -> None:
         """Bound what llhttp buffers for an unfinished head (a header line never ending)."""
-        if not self._in_head:
-            return
         if was_in_head:
-            self._head_bytes += len(data)
-        if self._head_bytes > self._max_header_size + self._max_uri_size:
+            self._later_bytes += len(data)
+        head_bytes = self._uri_bytes + self._field_bytes + self._later_bytes
+        if head_bytes > self._max_header_size + self._max_uri_size:
             raise ProxyError(ErrorKind.HEADERS_TOO_LARGE, "request head too large")
 
     def accept_upgrade(self) -> bytes:
@@ -172,7 +177,7 @@ class H1RequestReader:
 
     def _after_upgrade_request(self, rest: bytes) -> None:
         head = self._head
-        if head is None or head.framing is Framing.NONE:
+        if head is None or head.framing is _FRAMING_NONE:
             self._head = None
             self._pending_upgrade = True
             self.upgrade_buffer = rest
@@ -182,7 +187,7 @@ class H1RequestReader:
         # fresh parser with a head of the same framing, whose events are dropped.
         self._parser = httptools.HttpRequestParser(self)
         self._skip_synthetic_head = True
-        if head.framing is Framing.CHUNKED:
+        if head.framing is _FRAMING_CHUNKED:
             framing = b"Transfer-Encoding: chunked"
         else:
             framing = b"Content-Length: %d" % (head.content_length or 0)
@@ -201,14 +206,13 @@ class H1RequestReader:
         self._trailers = None
         self._url_parts = []
         self._uri_bytes = 0
-        self._head_bytes = 0
+        self._later_bytes = 0
         self._field_bytes = 0
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
-        self._url_parts.append(url)
+        self._url_parts.append(url)  # llhttp may hand the target over in pieces
         self._uri_bytes += len(url)
-        self._head_bytes += len(url)
         if self._uri_bytes > self._max_uri_size:
             raise self._refuse(ProxyError(ErrorKind.URI_TOO_LONG, "request-target too long"))
 
@@ -216,10 +220,8 @@ class H1RequestReader:
         if self._trailers is not None:
             self._trailers.append((name.lower(), value))
             return
-        field_size = len(name) + len(value) + 4
-        self._head_bytes += field_size
-        self._field_bytes += field_size
-        if b"_" in name:
+        self._field_bytes += len(name) + len(value) + 4
+        if _UNDERSCORE in name:
             # Like nginx: `Content_Length` and friends may reach a CGI/WSGI origin as the
             # same variable as the real header. Such fields are dropped, never forwarded.
             return
@@ -232,13 +234,14 @@ class H1RequestReader:
             self._skip_synthetic_head = False
             return
         url = b"".join(self._url_parts)
+        method: bytes = self._parser.get_method()
         # Request line and header block as a well-formed client writes them ("Name: value",
         # CRLF endings): exact for those, and what the size limit and the log count.
-        size = len(self._parser.get_method()) + len(url) + 14 + self._field_bytes
+        size = len(method) + len(url) + 14 + self._field_bytes
         try:
             if size > self._max_header_size:
                 raise ProxyError(ErrorKind.HEADERS_TOO_LARGE, "request headers too large")
-            head = self._build_head(url, size)
+            head = self._build_head(method, url, size)
         except ProxyError as error:
             raise self._refuse(error) from None
         self._head = head
@@ -251,7 +254,7 @@ class H1RequestReader:
         head = self._head
         if head is not None and (
             head.upgrade is not None
-            or (head.framing is not Framing.NONE and self._parser.should_upgrade())
+            or (head.framing is not _FRAMING_NONE and self._parser.should_upgrade())
         ):
             return  # what follows is decided by _after_upgrade_request
         self._head = None
@@ -261,9 +264,8 @@ class H1RequestReader:
 
     # -- validation beyond llhttp -------------------------------------------------------
 
-    def _build_head(self, url: bytes, size: int) -> RequestHead:
+    def _build_head(self, method: bytes, url: bytes, size: int) -> RequestHead:
         parser = self._parser
-        method: bytes = parser.get_method()
         if method == b"CONNECT":
             raise ProxyError(ErrorKind.METHOD_NOT_ALLOWED, "CONNECT is not served here")
         text_version = parser.get_http_version()
@@ -280,22 +282,26 @@ class H1RequestReader:
                 raise ProxyError(ErrorKind.BAD_REQUEST, "invalid Host header")
             self._last_host = host
         if transfer_encoding is None and not content_length:
-            framing = Framing.NONE
+            framing = _FRAMING_NONE
         else:
             framing = _request_framing(version, transfer_encoding, content_length)
-        switch = upgrade if parser.should_upgrade() and framing is Framing.NONE else None
-        return RequestHead(
-            method=method,
-            target=url,
-            http_version=version,
-            headers=self._headers,
-            framing=framing,
-            content_length=content_length,
-            keep_alive=parser.should_keep_alive(),
-            host=host,
-            expect_continue=expect and version == b"1.1" and framing is not Framing.NONE,
-            upgrade=switch,
-            head_size=size,
+        switch = (
+            upgrade
+            if upgrade is not None and parser.should_upgrade() and framing is _FRAMING_NONE
+            else None
+        )
+        return RequestHead(  # positional: this runs once per request
+            method,
+            url,
+            version,
+            self._headers,
+            framing,
+            content_length,
+            parser.should_keep_alive(),
+            host,
+            expect and version == b"1.1" and framing is not _FRAMING_NONE,  # expect_continue
+            switch,  # upgrade
+            size,  # head_size
         )
 
 
@@ -304,6 +310,9 @@ def _through_last_end(events: list[Event]) -> list[Event]:
         if type(events[index]) is EndOfMessage:
             return events[: index + 1]
     return []
+
+
+_SCANNED_FIELDS = frozenset({b"transfer-encoding", b"content-length", b"expect", b"upgrade"})
 
 
 def _scan_headers(
@@ -320,6 +329,8 @@ def _scan_headers(
             if host is not None:
                 raise ProxyError(ErrorKind.BAD_REQUEST, "more than one Host header")
             host = value
+        elif name not in _SCANNED_FIELDS:
+            continue
         elif name == b"transfer-encoding":
             # Several fields are one list (RFC 9110 5.3): judge them together.
             if transfer_encoding is not None:
@@ -357,10 +368,10 @@ def _request_framing(
                     ErrorKind.UNSUPPORTED_CODING, "transfer codings other than chunked"
                 )
             raise ProxyError(ErrorKind.BAD_REQUEST, "final transfer coding is not chunked")
-        return Framing.CHUNKED
+        return _FRAMING_CHUNKED
     if content_length:
-        return Framing.LENGTH
-    return Framing.NONE
+        return _FRAMING_LENGTH
+    return _FRAMING_NONE
 
 
 def serialize_response_head(
@@ -370,5 +381,5 @@ def serialize_response_head(
     status_line = b"HTTP/%s %d %s" % (http_version, status, reason or reason_phrase(status))
     if not headers:
         return status_line + b"\r\n\r\n"
-    fields = b"\r\n".join([b": ".join(field) for field in headers])
+    fields = b"\r\n".join(map(_field_line, headers))
     return status_line + b"\r\n" + fields + b"\r\n\r\n"

@@ -97,7 +97,7 @@ def via_entry(http_version: bytes) -> bytes:
 
 def append_via(headers: Headers, http_version: bytes) -> None:
     """Add this hop to Via (RFC 9110 7.6.3), extending an existing Via in place."""
-    entry = _VIA_ENTRIES.get(http_version) or via_entry(http_version)
+    entry = _VIA_ENTRIES.get(http_version) or via_entry(http_version)  # no call for 1.x
     if _VIA in map(_name, headers):  # a scan in C; the loop below only runs when found
         for index, field in enumerate(headers):
             if field[0] == _VIA:
@@ -106,9 +106,9 @@ def append_via(headers: Headers, http_version: bytes) -> None:
     headers.append((_VIA, entry))
 
 
-def forwarded_headers(headers: Headers, http_version: bytes) -> Headers:
-    """`without_hop_by_hop(headers)` with this hop added to Via, as one pass when the
-    headers hold nothing hop-by-hop and no Via (the usual response)."""
+def next_hop_headers(headers: Headers, http_version: bytes) -> Headers:
+    """What this hop passes on: `without_hop_by_hop(headers)` with this hop added to Via,
+    in one pass when the headers hold nothing hop-by-hop and no Via (the usual response)."""
     kept = [field for field in headers if field[0] not in _HOP_BY_HOP_OR_VIA]
     if len(kept) != len(headers):
         kept = without_hop_by_hop(headers)

@@ -15,7 +15,7 @@ This module is pure: no I/O, no configuration, no knowledge of routes or of HTTP
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 __all__ = ["RequestTarget", "TargetError", "normalize_path", "parse_target"]
@@ -58,23 +58,34 @@ def _escape_table() -> MappingProxyType[bytes, bytes]:
 _ESCAPES = _escape_table()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RequestTarget:
     """A parsed request-target.
 
     `path` is normalised and starts with `/` (it is `*` for `OPTIONS *`); `query` is the raw
     query without its `?` (empty when absent); `authority` is `host[:port]` of an
-    absolute-form target (`http://h:1/x`), else None.
+    absolute-form target (`http://h:1/x`), else None. `uri` is path and query, as sent to an
+    origin in origin-form.
     """
 
     path: bytes
     query: bytes
     authority: bytes | None
+    uri: bytes = field(init=False, repr=False, compare=False)
 
-    @property
-    def uri(self) -> bytes:
-        """Path and query, as sent to an origin in origin-form."""
-        return self.path + b"?" + self.query if self.query else self.path
+    def __init__(self, path: bytes, query: bytes, authority: bytes | None) -> None:
+        # One is built per request: set the slots directly, not through the generic
+        # object.__setattr__ that a frozen dataclass's own __init__ calls (twice as slow).
+        _set_path(self, path)
+        _set_query(self, query)
+        _set_authority(self, authority)
+        _set_uri(self, path + b"?" + query if query else path)
+
+
+_set_path = vars(RequestTarget)["path"].__set__
+_set_query = vars(RequestTarget)["query"].__set__
+_set_authority = vars(RequestTarget)["authority"].__set__
+_set_uri = vars(RequestTarget)["uri"].__set__
 
 
 def parse_target(raw: bytes, method: bytes) -> RequestTarget:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from bastion.errors import ErrorKind, ProxyError
 from bastion.http.chunked import chunk, last_chunk
 from bastion.http.events import Framing, Headers, ResponseHead
-from bastion.http.headers import append_via, forwarded_headers, without_hop_by_hop
+from bastion.http.headers import append_via, next_hop_headers, without_hop_by_hop
 
 if TYPE_CHECKING:
     from bastion.proxy.context import RequestContext
@@ -328,7 +328,7 @@ class Exchange:
         if route is not None:
             for response_filter in route.response_filters:
                 response_filter.response_headers(ctx, head)
-        headers = forwarded_headers(head.headers, head.http_version)
+        headers = next_hop_headers(head.headers, head.http_version)
         self.response_started = True
         self.status = head.status
         self.downstream.send_response_head(self, head, headers, body)

@@ -84,6 +84,7 @@ class Pipeline:
         self.request_ids = RequestIds()
         self.watchdog = ExchangeWatchdog(plan.limits.body_timeout)
         self._on_end = self._on_exchange_end  # bound once, not per request
+        self._on_head_bound = self._on_head
 
     def serve(self, ex: Exchange, done: Callable[[Exchange], None]) -> None:
         """Start serving one request; `done(ex)` is called once it has ended. Never raises.
@@ -196,7 +197,7 @@ class Pipeline:
         assert route is not None and route.upstream is not None
         upstream = route.upstream
         ex.tunnel_requested = route.websocket and ctx.head.upgrade is not None
-        ex.on_head = self._on_head
+        ex.on_head = self._on_head_bound
         upstream.runtime.budget.record_request(time.monotonic())
         pinned = ctx.client.pinned
         if pinned is not None and pinned.upstream == upstream.name and upstream.pin_auth:

@@ -27,6 +27,7 @@ T = TypeVar("T")
 CATCH_ALL = "*"
 _WILDCARD_LEAD = "*."
 _COLON = ord(":")  # `int in bytes` is a memchr; `bytes in bytes` is much slower
+_HOST_MEMO_SIZE = 256  # distinct Host values whose site is remembered, per Router
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class _CompiledRoute(Generic[T]):
     prefix: bytes | None  # None: no prefix condition (also for "/")
     prefix_dir: bytes  # prefix + b"/"
     found: RouteMatch[T]  # built once, so a match allocates nothing
+    checks_path: bool  # False: every path matches (no prefix but "/", no regex)
 
     def matches_path(self, path: bytes) -> bool:
         if self.prefix is not None and not (
@@ -101,12 +103,15 @@ class Router(Generic[T]):
     wildcard or `*`) claimed by two sites, or a prefix that is not a clean absolute path.
     """
 
-    __slots__ = ("_catch_all", "_exact", "_wildcards")
+    __slots__ = ("_catch_all", "_exact", "_sites_by_host", "_wildcards")
 
     def __init__(self, sites: Sequence[SiteRules[T]]) -> None:
         self._exact: dict[bytes, _CompiledSite[T]] = {}
         self._wildcards: dict[bytes, _CompiledSite[T]] = {}
         self._catch_all: _CompiledSite[T] | None = None
+        # The site of recently seen Host values, exactly as sent: the lookup is a pure
+        # function of the Host and of this (immutable) router, so remembering it is exact.
+        self._sites_by_host: dict[bytes, _CompiledSite[T] | None] = {}
         owners: dict[str, str] = {}
         for site in sites:
             compiled = _CompiledSite(site, tuple(_compile_route(site, r) for r in site.routes))
@@ -141,7 +146,7 @@ class Router(Generic[T]):
             return None
         allowed: set[bytes] | None = None
         for route in compiled.routes:
-            if not route.matches_path(path):
+            if route.checks_path and not route.matches_path(path):
                 continue
             methods = route.rule.methods
             if methods is None or method in methods:
@@ -152,6 +157,16 @@ class Router(Generic[T]):
         return MethodMismatch(tuple(sorted(allowed)))
 
     def _find_compiled(self, host: bytes) -> _CompiledSite[T] | None:
+        memo = self._sites_by_host
+        if host in memo:
+            return memo[host]
+        found = self._lookup(host)
+        if len(memo) >= _HOST_MEMO_SIZE:
+            del memo[next(iter(memo))]  # the oldest entry
+        memo[host] = found
+        return found
+
+    def _lookup(self, host: bytes) -> _CompiledSite[T] | None:
         found = self._exact.get(host)  # a Host already in normal form: the usual case
         if found is not None:
             return found
@@ -209,8 +224,8 @@ def _compile_route(site: SiteRules[T], rule: RouteRule[T]) -> _CompiledRoute[T]:
     found = RouteMatch(site, rule)
     prefix = None if rule.prefix is None else _clean_prefix(rule.prefix)
     if prefix is None or prefix == b"/":
-        return _CompiledRoute(rule, None, b"", found)
-    return _CompiledRoute(rule, prefix, prefix + b"/", found)
+        return _CompiledRoute(rule, None, b"", found, rule.regex is not None)
+    return _CompiledRoute(rule, prefix, prefix + b"/", found, True)
 
 
 def _clean_prefix(prefix: bytes) -> bytes:

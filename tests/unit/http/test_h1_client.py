@@ -23,6 +23,7 @@ from bastion.http.headers import (
     connection_tokens,
     header_value,
     joined_values,
+    next_hop_headers,
     tokens,
     without_hop_by_hop,
 )
@@ -491,6 +492,27 @@ def test_append_via_adds_this_hop_or_extends_the_existing_via() -> None:
     earlier: Headers = [(b"via", b"1.0 fred"), (b"x", b"y")]
     append_via(earlier, b"1.0")
     assert earlier == [(b"via", b"1.0 fred, 1.0 bastion"), (b"x", b"y")]
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0", b"2"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"server", b"s"), (b"content-length", b"2")],
+        [(b"via", b"1.0 fred"), (b"x", b"y")],
+        [(b"x", b"1"), (b"connection", b"X-A, close"), (b"x-a", b"2"), (b"via", b"1.1 a")],
+        [(b"connection", b"keep-alive"), (b"keep-alive", b"timeout=5"), (b"x", b"1")],
+        [(b"te", b"trailers"), (b"x", b"1"), (b"transfer-encoding", b"chunked")],
+        [(b"connection", b"content-length, x-request-id"), (b"content-length", b"1")],
+    ],
+)
+def test_next_hop_headers_are_hop_by_hop_removal_then_via(headers: Headers, version: bytes) -> None:
+    expected = without_hop_by_hop(headers)
+    append_via(expected, version)
+    before = list(headers)
+    assert next_hop_headers(headers, version) == expected
+    assert headers == before
 
 
 def test_token_helpers() -> None:

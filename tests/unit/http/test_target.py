@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 
@@ -299,6 +300,16 @@ def test_target_error_is_a_value_error() -> None:
 )
 def test_uri_joins_path_and_query(target: RequestTarget, uri: bytes) -> None:
     assert target.uri == uri
+
+
+def test_a_target_stays_frozen_and_a_replaced_one_gets_its_own_uri() -> None:
+    target = parse_target(b"/a/../b?x=1", b"GET")
+    assert target == RequestTarget(b"/b", b"x=1", None)
+    assert dataclasses.replace(target, query=b"").uri == b"/b"
+    assert dataclasses.replace(target, path=b"/c").uri == b"/c?x=1"
+    assert "uri" not in repr(target)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        target.path = b"/c"  # type: ignore[misc]
 
 
 @given(paths, queries)

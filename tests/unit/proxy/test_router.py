@@ -84,6 +84,20 @@ def test_host_table(host: bytes, expected: str) -> None:
     assert found.name == expected
 
 
+def test_hosts_seen_before_find_the_same_sites_however_many_there_were() -> None:
+    # The router remembers recent hosts (a bounded memo): answers never depend on it.
+    router = Router([site("example.com"), site("*.example.com")])
+    hosts = [b"h%d.example.com" % i for i in range(600)] + [b"example.org", b"EXAMPLE.com:1"]
+    first = [router.find_site(host) for host in hosts]
+    again = [router.find_site(host) for host in reversed(hosts)][::-1]
+    assert first == again
+    assert [found.name if found else None for found in first[-3:]] == [
+        "*.example.com",
+        None,
+        "example.com",
+    ]
+
+
 def test_no_catch_all_means_no_site() -> None:
     router = Router([site("example.com"), site("*.example.com")])
     assert router.find_site(b"example.org") is None
@@ -218,6 +232,12 @@ def test_prefix_and_regex_must_both_hold() -> None:
     assert target(router.match(b"example.com", b"/static/a.css", GET)) == "both"
     assert target(router.match(b"example.com", b"/static/a.js", GET)) == "rest"
     assert target(router.match(b"example.com", b"/other/a.css", GET)) == "rest"
+
+
+def test_regex_applies_under_the_default_prefix_too() -> None:
+    router = routes(RouteRule("re", b"/", re.compile(rb"\.php$")), RouteRule("rest"))
+    assert target(router.match(b"example.com", b"/a.php", GET)) == "re"
+    assert target(router.match(b"example.com", b"/a.html", GET)) == "rest"
 
 
 def test_no_prefix_and_no_regex_matches_everything() -> None:
