@@ -5,6 +5,7 @@ group on TLS 1.2, and only X25519, P-256 and P-384 as groups — over real socke
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import shutil
 import ssl
@@ -15,8 +16,6 @@ from pathlib import Path
 
 import pytest
 import trustme
-from cryptography.hazmat.primitives.asymmetric import dh
-from cryptography.hazmat.primitives.serialization import load_pem_parameters
 
 from bastion.net import tls_groups
 from bastion.net.tls_dh import (
@@ -232,16 +231,18 @@ def test_miller_rabin_tells_primes_from_composites() -> None:
 
 
 def test_pem_holds_the_prime_and_generator_2() -> None:
-    parameters = load_pem_parameters(ffdhe2048_pem())
-    assert isinstance(parameters, dh.DHParameters)
-    numbers = parameters.parameter_numbers()
-    assert (numbers.p, numbers.g) == (ffdhe2048_prime(), 2)
+    der = base64.b64decode(b"".join(ffdhe2048_pem().splitlines()[1:-1]))
+    assert der[:4] == b"\x30\x82\x01\x08"  # SEQUENCE of 264 bytes
+    assert der[4:8] == b"\x02\x82\x01\x01" and der[8] == 0  # INTEGER p, 257 bytes, positive
+    assert int.from_bytes(der[8:265], "big") == ffdhe2048_prime()
+    assert der[265:] == b"\x02\x01\x02"  # INTEGER g = 2
 
 
 @needs_openssl
-def test_prime_is_the_one_openssl_knows_as_ffdhe2048() -> None:
-    argv = ["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "group:ffdhe2048"]
-    pem = subprocess.run(argv, capture_output=True, check=True, timeout=10).stdout
-    parameters = load_pem_parameters(pem)
-    assert isinstance(parameters, dh.DHParameters)
-    assert parameters.parameter_numbers().p == ffdhe2048_prime()
+def test_openssl_reads_the_pem_as_its_ffdhe2048_group(tmp_path: Path) -> None:
+    pem = tmp_path / "dh.pem"
+    pem.write_bytes(ffdhe2048_pem())
+    argv = ["openssl", "pkeyparam", "-in", str(pem), "-text", "-noout"]
+    shown = subprocess.run(argv, capture_output=True, check=True, timeout=10, text=True).stdout
+    assert "DH Parameters: (2048 bit)" in shown
+    assert "GROUP: ffdhe2048" in shown

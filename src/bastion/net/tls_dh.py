@@ -12,20 +12,18 @@ prime). The computation and the check take about 70 ms (two 2048-bit modular pow
 per process; the PEM is cached, and each context gets it through a private temporary file
 that is removed as soon as OpenSSL has read it.
 
-`cryptography` writes the parameters with q = (p - 1) / 2 (OpenSSL 3 recognises the named
-group), hence an "X9.42 DH PARAMETERS" PEM, which OpenSSL loads for TLS all the same.
+The PEM is PKCS #3 ("DH PARAMETERS"), encoded here (two DER integers); OpenSSL 3 recognises
+the prime as its named group ffdhe2048.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import ssl
 import tempfile
 from collections.abc import Sequence
-
-from cryptography.hazmat.primitives.asymmetric import dh
-from cryptography.hazmat.primitives.serialization import Encoding, ParameterFormat
 
 FFDHE2048_BITS = 2048
 FFDHE2048_GENERATOR = 2
@@ -104,8 +102,33 @@ def ffdhe2048_pem() -> bytes:
     """The checked ffdhe2048 parameters as PEM (computed once per process)."""
     p = ffdhe2048_prime()
     check_ffdhe2048(p)
-    parameters = dh.DHParameterNumbers(p, FFDHE2048_GENERATOR).parameters()
-    return parameters.parameter_bytes(Encoding.PEM, ParameterFormat.PKCS3)
+    return pkcs3_pem(p, FFDHE2048_GENERATOR)
+
+
+def pkcs3_pem(prime: int, generator: int) -> bytes:
+    """PKCS #3 DH parameters, `SEQUENCE { INTEGER p, INTEGER g }` in DER, as PEM.
+
+    Written here rather than by `cryptography`, which deprecates finite-field DH; the
+    encoding is two DER integers."""
+    body = _der_integer(prime) + _der_integer(generator)
+    der = b"\x30" + _der_length(len(body)) + body
+    text = base64.b64encode(der)
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return (
+        b"-----BEGIN DH PARAMETERS-----\n" + b"\n".join(lines) + b"\n-----END DH PARAMETERS-----\n"
+    )
+
+
+def _der_integer(value: int) -> bytes:
+    content = value.to_bytes(value.bit_length() // 8 + 1, "big")  # a leading 0: positive
+    return b"\x02" + _der_length(len(content)) + content
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes((length,))
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(octets),)) + octets
 
 
 def load_ffdhe2048(context: ssl.SSLContext) -> None:
