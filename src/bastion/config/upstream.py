@@ -55,8 +55,11 @@ _SRV_NAME = re.compile(
 )
 
 
+_SRV_PREFIX = re.compile(r"_[A-Za-z0-9-]+\._(tcp|udp|tls)\.", re.IGNORECASE)  # RFC 2782
+
+
 def _srv_name(name: str | None) -> str | None:
-    if name is not None and not _SRV_NAME.fullmatch(name):
+    if name is not None and not (_SRV_NAME.fullmatch(name) and _SRV_PREFIX.match(name)):
         raise ValueError(f'expected an SRV name like "_http._tcp.app.internal", got {name!r}')
     return name.lower().removesuffix(".") if name is not None else None
 

@@ -74,6 +74,7 @@ def test_srv_lowest_priority_is_primary_and_weights_multiply() -> None:
         ({"weight": 2}, 'exactly one of "url" or "srv"'),
         ({"url": "http://10.0.0.1", "scheme": "https"}, "differs from the URL"),
         ({"srv": "not a name"}, "expected an SRV name"),
+        ({"srv": "app.internal"}, "expected an SRV name"),  # no _service._proto labels
     ],
 )
 def test_server_entry_needs_one_of_url_or_srv(entry: dict[str, object], problem: str) -> None:
