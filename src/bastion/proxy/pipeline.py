@@ -265,7 +265,7 @@ class Pipeline:
         ctx = ex.ctx
         state = upstream.runtime.state_of(pinned.server_index)
         assert state is not None  # checked by the caller
-        state.in_flight += 1
+        upstream.runtime.occupy(state)
         ctx.server_state = state
         ctx.server = upstream.runtime.server_plan(state)
         ex.pinned = True

@@ -267,6 +267,11 @@ class UpstreamRuntime:
             return None  # a pinned client waits for its server rather than losing its session
         if state is None:
             return None
+        return self.occupy(state)
+
+    @staticmethod
+    def occupy(state: ServerState) -> ServerState:
+        """Count a request in flight on `state` (`release` ends it)."""
         state.in_flight += 1
         return state
 
