@@ -192,13 +192,15 @@ async def serve_forever(path: Path) -> int:
 
     config = load_config(path)
     server = ProxyServer(config)
-    await server.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    # Before the listeners announce themselves: a signal sent as soon as "listening on"
+    # appears must find its handler (SIGHUP's default action would end the process).
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     loop.add_signal_handler(signal.SIGINT, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: server.reload(path))
     loop.add_signal_handler(signal.SIGUSR1, server.access_log.reopen)
+    await server.start()
     await stopping.wait()
     log.info("stopping: letting in-flight requests finish")
     await server.stop()
