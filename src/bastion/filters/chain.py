@@ -12,9 +12,12 @@ from bastion.filters.hsts import StrictTransportSecurity
 from bastion.filters.redirect import Redirect
 from bastion.filters.strip_prefix import StripPrefix
 from bastion.proxy.phases import Filter
+from bastion.proxy.plan import Upstreams
 
 
-def route_filters(site: SiteSettings, route: RouteSettings) -> tuple[Filter, ...]:
+def route_filters(
+    site: SiteSettings, route: RouteSettings, upstreams: Upstreams
+) -> tuple[Filter, ...]:
     filters: list[Filter] = []
     if route.redirect is not None:
         filters.append(Redirect(route.redirect.to, route.redirect.status))

@@ -192,7 +192,7 @@ class DownstreamConnection(asyncio.Protocol):
         assert self.transport is not None and self._reader is not None
         assert isinstance(upstream, UpstreamConnection)
         exchange = self._exchange
-        idle = exchange.ctx.route.upstream.tunnel_idle_timeout  # type: ignore[union-attr]
+        idle = exchange.ctx.upstream.tunnel_idle_timeout  # type: ignore[union-attr]
         self._cancel_timer()
         self._tunnel = Tunnel(self.transport, upstream, idle, self._read_paused)
         self._read_paused = False

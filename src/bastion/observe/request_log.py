@@ -42,7 +42,8 @@ class AccessLogger:
         if route is not None:
             record.site = route.site
             record.route = route.label
-            record.upstream = route.upstream.name if route.upstream else "-"
+        if ctx.upstream is not None:
+            record.upstream = ctx.upstream.name
         if ctx.server is not None:
             record.upstream_server = ctx.server.label
         if ex.response_head is not None:

@@ -16,7 +16,7 @@ from bastion.http.events import Headers, RequestHead
 if TYPE_CHECKING:
     from bastion.balance.server import ServerState
     from bastion.http.target import RequestTarget
-    from bastion.proxy.plan import CompiledRoute, ServerPlan
+    from bastion.proxy.plan import CompiledRoute, ServerPlan, UpstreamPlan
     from bastion.proxy.ports import UpstreamLink
 
 
@@ -120,6 +120,7 @@ class RequestContext:
         "sticky_index",
         "target",
         "tried",
+        "upstream",
         "upstream_target",
     )
 
@@ -131,6 +132,7 @@ class RequestContext:
         self.request_id = ""
         self.target: RequestTarget | None = None
         self.route: CompiledRoute | None = None
+        self.upstream: UpstreamPlan | None = None  # the route's, unless a hook chose another
         self.server: ServerPlan | None = None
         self.server_state: ServerState | None = None  # counted in flight while set
         self.tried: tuple[ServerState, ...] = ()  # servers that failed an attempt of it

@@ -10,6 +10,7 @@ body. It talks to both connections only through the ports in `bastion.proxy.port
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -21,13 +22,17 @@ from bastion.http.headers import append_via, next_hop_headers, without_hop_by_ho
 
 if TYPE_CHECKING:
     from bastion.proxy.context import RequestContext
+    from bastion.proxy.phases import BodyTransform, Filter
     from bastion.proxy.ports import DownstreamLink, UpstreamLink
+
+log = logging.getLogger(__name__)
 
 HIGH_WATER = 64 * 1024  # bytes of request body held before the origin is connected
 RETRY_BUFFER = 64 * 1024  # request bodies up to this size are kept to be replayed once
 # Framing members as module globals: `Framing.X` is a slow lookup on every access (EnumType
 # defines __getattr__, so CPython 3.11 cannot specialise it); a global load is cheap.
 _FRAMING_NONE, _FRAMING_LENGTH, _FRAMING_CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 _NO_TRAILERS: Headers = []  # shared default; never mutated
@@ -84,6 +89,7 @@ class Exchange:
         "switch_head",
         "switched",
         "task",
+        "transforms",
         "tunnel_requested",
         "upstream",
         "upstream_head_bytes",
@@ -127,6 +133,7 @@ class Exchange:
         self.response_head: ResponseHead | None = None
         self.response_started = False
         self.response_complete = False
+        self.transforms: tuple[BodyTransform, ...] | None = None  # rewriting the response body
         self.bytes_out = 0
         self.first_byte_at: float | None = None
         self.switched = False
@@ -248,6 +255,10 @@ class Exchange:
 
     def on_response_body(self, data: bytes) -> None:
         self.last_upstream_activity = self.loop.time()
+        if self.transforms is not None:
+            data = self._transformed(data, end=False)
+            if not data:
+                return
         self.bytes_out += len(data)
         self.downstream.send_body(data)
         if self.downstream.write_paused and self.upstream is not None:
@@ -257,9 +268,34 @@ class Exchange:
         if self.response_head is None:
             self._resolve(ProxyError(ErrorKind.UPSTREAM_PROTOCOL, "no final response head"))
             return
+        if self.transforms is not None:
+            rest = self._transformed(b"", end=True)
+            if self.ended:
+                return
+            if rest:
+                self.bytes_out += len(rest)
+                self.downstream.send_body(rest)
         self.downstream.end_response(trailers)
         self.response_complete = True
         self._resolve(None)
+
+    def _transformed(self, data: bytes, *, end: bool) -> bytes:
+        """`data` through the body transforms in order (with `end`, their held-back tails
+        too). A failing transform ends the exchange: the body it was making is unusable."""
+        assert self.transforms is not None
+        try:
+            for transform in self.transforms:
+                data = transform.feed(data) if data else b""
+                if end:
+                    data += transform.end()
+        except ProxyError as error:
+            self._resolve(error)
+            return b""
+        except Exception:
+            log.exception("response body transform failed (request %s)", self.ctx.request_id)
+            self._resolve(ProxyError(ErrorKind.INTERNAL, "response body transform failed"))
+            return b""
+        return data
 
     def on_upstream_failed(self, error: ProxyError) -> None:
         self._resolve(error)
@@ -328,10 +364,35 @@ class Exchange:
         if route is not None:
             for response_filter in route.response_filters:
                 response_filter.response_headers(ctx, head)
+            if body is None and route.body_filters and self._has_body(head):
+                self._start_transforms(route.body_filters, head)
         headers = next_hop_headers(head.headers, head.http_version)
         self.response_started = True
         self.status = head.status
         self.downstream.send_response_head(self, head, headers, body)
+
+    def _has_body(self, head: ResponseHead) -> bool:
+        return (
+            head.framing is not _FRAMING_NONE
+            and head.status not in _NO_BODY_STATUSES
+            and self.ctx.head.method != b"HEAD"
+        )
+
+    def _start_transforms(self, filters: tuple[Filter, ...], head: ResponseHead) -> None:
+        """Ask the body filters for transforms; with any, the body's length is unknown until
+        its end, so Content-Length goes and the client link frames the body as it comes."""
+        ctx = self.ctx
+        transforms = []
+        for body_filter in filters:
+            transform = body_filter.response_body(ctx, head)
+            if transform is not None:
+                transforms.append(transform)
+        if not transforms:
+            return
+        self.transforms = tuple(transforms)
+        head.framing = _FRAMING_CHUNKED
+        head.content_length = None
+        head.headers[:] = [field for field in head.headers if field[0] != b"content-length"]
 
     def flush(self) -> None:
         """The origin's read ended: let the client link write what it holds back."""

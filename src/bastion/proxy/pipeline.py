@@ -32,7 +32,7 @@ from bastion.http.headers import (
 from bastion.http.target import TargetError, parse_target
 from bastion.proxy.context import PinnedLink
 from bastion.proxy.exchange import Exchange
-from bastion.proxy.phases import LocalReply
+from bastion.proxy.phases import Filter, LocalReply
 from bastion.proxy.router import MethodMismatch, RouteMatch
 
 if TYPE_CHECKING:
@@ -129,6 +129,12 @@ class Pipeline:
         ctx.upstream_target = target.uri
         if client.listener.redirect_to_https:
             return _https_redirect(head.host, target.uri)
+        for received_filter in self.plan.received_filters:
+            reply = received_filter.request_received(ctx)
+            if reply is not None:
+                return reply
+        target = ctx.target  # a filter may have rewritten it
+        assert target is not None
         if target.authority is not None:
             # RFC 9112 3.2.2: an absolute-form target's authority replaces Host.
             head.host = target.authority
@@ -142,6 +148,7 @@ class Pipeline:
             return LocalReply(405, [(b"allow", allow)], b"405 Method Not Allowed\n", "bad_method")
         route = match.rule.target
         ctx.route = route
+        ctx.upstream = route.upstream
         tls = client.tls
         if (
             tls is not None
@@ -194,8 +201,8 @@ class Pipeline:
     def _begin_proxy(self, ex: Exchange) -> None:
         ctx = ex.ctx
         route = ctx.route
-        assert route is not None and route.upstream is not None
-        upstream = route.upstream
+        upstream = ctx.upstream
+        assert route is not None and upstream is not None
         ex.tunnel_requested = route.websocket and ctx.head.upgrade is not None
         ex.on_head = self._on_head_bound
         upstream.runtime.budget.record_request(time.monotonic())
@@ -211,8 +218,8 @@ class Pipeline:
     def _acquire(self, ex: Exchange) -> None:
         """Choose the server for the next attempt (raises NO_SERVER or QUEUE_FULL)."""
         ctx = ex.ctx
-        assert ctx.route is not None and ctx.route.upstream is not None
-        choice = ctx.route.upstream.runtime.acquire(ctx, ctx.tried)
+        assert ctx.upstream is not None
+        choice = ctx.upstream.runtime.acquire(ctx, ctx.tried)
         if isinstance(choice, ServerState):
             self._dispatch(ex, choice)
         else:
@@ -248,9 +255,9 @@ class Pipeline:
 
     def _dispatch(self, ex: Exchange, state: ServerState) -> None:
         ctx = ex.ctx
-        assert ctx.route is not None and ctx.route.upstream is not None
+        assert ctx.upstream is not None
         ctx.server_state = state
-        server = ctx.server = ctx.route.upstream.runtime.server_plan(state)
+        server = ctx.server = ctx.upstream.runtime.server_plan(state)
         ex.upstream_head_bytes = self.upstream_head(ctx, ex.tunnel_requested)
         ex.attempt_started = time.monotonic()
         link = self.connector.take_idle(server)
@@ -276,10 +283,10 @@ class Pipeline:
 
     async def _connect_and_send(self, ex: Exchange, replay: bool) -> None:
         ctx = ex.ctx
-        assert ctx.route is not None and ctx.route.upstream is not None and ctx.server
+        assert ctx.upstream is not None and ctx.server
         started = time.monotonic()
         try:
-            link = await self.connector.connect(ctx.route.upstream, ctx.server)
+            link = await self.connector.connect(ctx.upstream, ctx.server)
         except ProxyError as failure:
             # Nothing reached the origin: any request may go to another server.
             if not self._retry_elsewhere(ex, failure, budget_taken=False):
@@ -306,8 +313,8 @@ class Pipeline:
         """The origin's final response head, before the client sees it."""
         ctx = ex.ctx
         state = ctx.server_state
-        assert ctx.route is not None and ctx.route.upstream is not None and state is not None
-        upstream = ctx.route.upstream
+        assert ctx.upstream is not None and state is not None
+        upstream = ctx.upstream
         runtime = upstream.runtime
         status = head.status
         if status in _RETRY_STATUSES and self._may_retry_elsewhere(ex):
@@ -367,8 +374,8 @@ class Pipeline:
         """After the origin saw the request: only an idempotent one whose body was kept, with
         retries and budget left and another server to try (takes from the budget)."""
         ctx = ex.ctx
-        assert ctx.route is not None and ctx.route.upstream is not None
-        runtime = ctx.route.upstream.runtime
+        assert ctx.upstream is not None
+        runtime = ctx.upstream.runtime
         return (
             ctx.head.method in _IDEMPOTENT
             and ex.replayable
@@ -381,8 +388,8 @@ class Pipeline:
     def _retry_elsewhere(self, ex: Exchange, failure: ProxyError, *, budget_taken: bool) -> bool:
         """Mark this attempt's server failed and start an attempt on another one."""
         ctx = ex.ctx
-        assert ctx.route is not None and ctx.route.upstream is not None
-        runtime = ctx.route.upstream.runtime
+        assert ctx.upstream is not None
+        runtime = ctx.upstream.runtime
         state = ctx.server_state
         self._release_server(ex, failed=True)
         if state is not None:
@@ -416,8 +423,8 @@ class Pipeline:
         if state is None:
             return
         ctx.server_state = None
-        assert ctx.route is not None and ctx.route.upstream is not None
-        ctx.route.upstream.runtime.release(state, failed=failed, latency=ex.latency)
+        assert ctx.upstream is not None
+        ctx.upstream.runtime.release(state, failed=failed, latency=ex.latency)
 
     def _finish(self, ex: Exchange, error: ProxyError | None) -> None:
         """The one exit of every request: answer an error, log, hand the connection back."""
@@ -427,6 +434,9 @@ class Pipeline:
             self._answer_error(ex, error)
         for sink in self.log_sinks:
             sink.log_exchange(ex)
+        route = ex.ctx.route
+        if route is not None and route.finished_filters:
+            _tell_finished(route.finished_filters, ex)
         ex.on_done(ex)
 
     @staticmethod
@@ -459,12 +469,12 @@ class Pipeline:
     def _pin(ex: Exchange, link: UpstreamLink) -> None:
         """Bind the origin connection to the client connection for the rest of its life."""
         ctx = ex.ctx
-        assert ctx.route is not None and ctx.route.upstream is not None and ctx.server_state
+        assert ctx.upstream is not None and ctx.server_state
         if ex.close_after:
             link.close()  # the client connection ends with this response
             return
         ctx.client.drop_pinned()
-        ctx.client.pinned = PinnedLink(ctx.route.upstream.name, ctx.server_state.index, link)
+        ctx.client.pinned = PinnedLink(ctx.upstream.name, ctx.server_state.index, link)
 
     def _start_tunnel(self, ex: Exchange) -> None:
         link = ex.detach_upstream()
@@ -518,13 +528,23 @@ class Pipeline:
         body = f"{status} {reason_phrase(status).decode()}\nrequest id: {ctx.request_id}\n"
         ex.close_after = ex.close_after or error.side.value == "downstream"
         headers = [(b"x-request-id", ctx.request_id.encode())]
-        route = ctx.route
-        if error.kind in _RETRY_AFTER_KINDS and route is not None and route.upstream is not None:
-            seconds = route.upstream.runtime.room.retry_after
+        upstream = ctx.upstream
+        if error.kind in _RETRY_AFTER_KINDS and upstream is not None:
+            seconds = upstream.runtime.room.retry_after
             headers.append((b"retry-after", str(seconds).encode()))
         reply = LocalReply(status, headers, body.encode())
         self.send_local(ex, reply)
         ctx.flag = error.kind.flag
+
+
+def _tell_finished(filters: tuple[Filter, ...], ex: Exchange) -> None:
+    for finished_filter in filters:
+        try:
+            finished_filter.request_finished(ex)
+        except Exception:
+            log.exception(
+                "filter %s failed after request %s", finished_filter.name, ex.ctx.request_id
+            )
 
 
 def _internal(error: BaseException) -> ProxyError:
@@ -583,11 +603,11 @@ class ExchangeWatchdog:
             if now - ex.write_paused_since >= self._body_timeout:
                 return ProxyError(ErrorKind.CLIENT_TIMEOUT, "client stopped reading")
             return None
-        route = ex.ctx.route
-        assert route is not None and route.upstream is not None
+        upstream = ex.ctx.upstream
+        assert upstream is not None
         if ex.upstream_write_paused_since is not None:
             # The origin does not take the request body; the client is paused for it.
-            if now - ex.upstream_write_paused_since >= route.upstream.write_timeout:
+            if now - ex.upstream_write_paused_since >= upstream.write_timeout:
                 return ProxyError(ErrorKind.UPSTREAM_WRITE_TIMEOUT, "origin stopped reading")
             return None
         if not ex.request_complete and not ex.response_started:
@@ -595,6 +615,6 @@ class ExchangeWatchdog:
             if now - ex.last_client_activity >= self._body_timeout:
                 return ProxyError(ErrorKind.CLIENT_TIMEOUT, "client stopped sending its body")
             return None
-        if now - ex.last_upstream_activity >= route.upstream.read_timeout:
+        if now - ex.last_upstream_activity >= upstream.read_timeout:
             return ProxyError(ErrorKind.UPSTREAM_READ_TIMEOUT, "origin stopped answering")
         return None

@@ -8,7 +8,7 @@ request: the core reads precomputed fields. A reload builds a whole new Plan.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bastion.config.balancing import status_bounds
@@ -70,6 +70,8 @@ class CompiledRoute:
     request_filters: tuple[Filter, ...]
     upstream_filters: tuple[Filter, ...]
     response_filters: tuple[Filter, ...]
+    body_filters: tuple[Filter, ...] = ()
+    finished_filters: tuple[Filter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,20 +91,41 @@ class Plan:
     limits: Limits
     trusted: TrustedProxies
     client_auth_anywhere: bool = False  # some site checks client certificates
+    # Server-wide filters (hooks) that see every request before routing.
+    received_filters: tuple[Filter, ...] = ()
 
 
-FilterBuilder = Callable[[SiteSettings, RouteSettings], tuple[Filter, ...]]
+Upstreams = Mapping[str, UpstreamPlan]
+FilterBuilder = Callable[[SiteSettings, RouteSettings, Upstreams], tuple[Filter, ...]]
+ServerFilterBuilder = Callable[[BastionConfig, Upstreams], tuple[Filter, ...]]
 
 
-def build_plan(config: BastionConfig, route_filters: FilterBuilder) -> Plan:
-    """Compile `config`; `route_filters` builds each route's filters (from bastion.filters)."""
+def _no_server_filters(config: BastionConfig, upstreams: Upstreams) -> tuple[Filter, ...]:
+    return ()
+
+
+def build_plan(
+    config: BastionConfig,
+    route_filters: FilterBuilder,
+    server_filters: ServerFilterBuilder = _no_server_filters,
+) -> Plan:
+    """Compile `config`; `route_filters` builds each route's filters and `server_filters`
+    those every request meets (both from bastion.filters). Server-wide filters run first
+    in every phase, and alone before routing (`request_received`)."""
     upstreams = {name: _upstream_plan(name, up) for name, up in config.upstream.items()}
+    everywhere = server_filters(config, upstreams)
     sites = []
     for site in config.site:
         site_name = site.hosts[0]
         client_auth = site.tls.client_auth if site.tls is not None else "off"
         rules = tuple(
-            _route_rule(route, site_name, client_auth, upstreams, route_filters(site, route))
+            _route_rule(
+                route,
+                site_name,
+                client_auth,
+                upstreams,
+                everywhere + route_filters(site, route, upstreams),
+            )
             for route in site.route
         )
         sites.append(SiteRules(hosts=tuple(site.hosts), routes=rules, name=site_name))
@@ -123,6 +146,7 @@ def build_plan(config: BastionConfig, route_filters: FilterBuilder) -> Plan:
         client_auth_anywhere=any(
             site.tls is not None and site.tls.client_auth != "off" for site in config.site
         ),
+        received_filters=implementing(everywhere, "request_received"),
     )
 
 
@@ -162,6 +186,8 @@ def _route_rule(
         request_filters=implementing(filters, "request_headers"),
         upstream_filters=implementing(filters, "upstream_request"),
         response_filters=implementing(filters, "response_headers"),
+        body_filters=implementing(filters, "response_body"),
+        finished_filters=implementing(filters, "request_finished"),
     )
     methods = _methods(route.methods)
     if route.path_regex is not None:
