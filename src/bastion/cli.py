@@ -34,9 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(path: Path) -> int:
     from bastion.config import load_config
+    from bastion.filters.chain import compile_plan
 
     try:
-        load_config(path)
+        # The plan too, as `run` would build it: hooks are made (and check their options).
+        compile_plan(load_config(path))
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1

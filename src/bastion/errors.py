@@ -67,6 +67,7 @@ class ErrorKind(enum.Enum):
     QUEUE_FULL = "queue_full"
     QUEUE_TIMEOUT = "queue_timeout"
     SHUTTING_DOWN = "shutting_down"
+    HOOK_FAILED = "hook_failed"  # a user's Python hook raised (logged where it did)
     INTERNAL = "internal_error"
 
     @property
@@ -103,6 +104,7 @@ _STATUS: dict[ErrorKind, int] = {
     ErrorKind.QUEUE_FULL: 503,
     ErrorKind.QUEUE_TIMEOUT: 503,
     ErrorKind.SHUTTING_DOWN: 503,
+    ErrorKind.HOOK_FAILED: 500,
     ErrorKind.INTERNAL: 500,
 }
 
@@ -129,6 +131,7 @@ _SIDE: dict[ErrorKind, Side] = {
     ErrorKind.QUEUE_FULL: Side.UPSTREAM,
     ErrorKind.QUEUE_TIMEOUT: Side.UPSTREAM,
     ErrorKind.SHUTTING_DOWN: Side.INTERNAL,
+    ErrorKind.HOOK_FAILED: Side.INTERNAL,
     ErrorKind.INTERNAL: Side.INTERNAL,
 }
 

@@ -28,6 +28,7 @@ from tests.support.origins import (
     WebSocketEchoOrigin,
     pattern_bytes,
 )
+from tests.support.proxy_protocol_origin import ProxyProtocolOrigin
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -264,3 +265,22 @@ async def test_bad_chunked_body_is_rejected_and_large_heads_pass() -> None:
         )
         assert (await client.read_response()).status == 400
     assert (origin.rejected, origin.handler_errors) == (1, [])
+
+
+async def test_proxy_protocol_origin_reads_v1_and_v2_and_refuses_the_rest() -> None:
+    v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n"
+    v2_local = b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00"
+    async with ProxyProtocolOrigin() as origin:
+        for header in (v1, v2_local):
+            async with RawClient(origin.port) as client:
+                await client.send(header + request_bytes("GET", "/a") + request_bytes("GET", "/b"))
+                first, second = await client.read_response(), await client.read_response()
+            assert first.json()["conn_id"] == second.json()["conn_id"]
+        async with RawClient(origin.port) as client:
+            await client.send(request_bytes("GET", "/no-header"))
+            assert await client.wait_closed()
+    assert first.json()["proxy"]["command"] == "LOCAL"
+    assert origin.headers[0].source == ("203.0.113.7", 51000)
+    assert origin.headers[0].destination == ("10.0.0.1", 443)
+    assert [len(conn.requests) for conn in origin.connections] == [2, 2]
+    assert len(origin.bad_headers) == 1

@@ -29,7 +29,12 @@ from pydantic import (
     model_validator,
 )
 
+from bastion.config.headers import HeaderEdits as HeaderEdits
+from bastion.config.headers import HeaderPolicySettings as HeaderPolicySettings
+from bastion.config.hooks import NO_OPTIONS, HookList, HookOptions, hook_options_problems
+from bastion.config.hooks import HookSpec as HookSpec
 from bastion.config.problems import Loc, problems_error
+from bastion.config.rewrite import RewriteSettings as RewriteSettings
 from bastion.config.tls import SiteTLS as SiteTLS
 from bastion.config.tls import UpstreamTLS as UpstreamTLS
 from bastion.config.upstream import KeepaliveSettings as KeepaliveSettings
@@ -68,7 +73,7 @@ class ServerSettings(BaseModel):
     trusted_proxies: tuple[Network, ...] = Field(
         default=(),
         description="Networks (CIDRs, or single addresses) whose `X-Forwarded-For` / "
-        "`Forwarded` headers are believed.",
+        "`Forwarded` headers and PROXY protocol headers are believed.",
     )
     max_header_size: PositiveSize = Field(
         default=32 * KIB,
@@ -94,6 +99,23 @@ class ServerSettings(BaseModel):
         description='The DNS server (`"host:port"`, an IP address) asked for the `srv` names of '
         "upstream servers; the system's (/etc/resolv.conf) when left out.",
     )
+    hooks: HookList = Field(
+        default=(),
+        description="Python hooks that see every request, before routing too (a changed host "
+        "or path then picks the route); they run before the routes' own filters and hooks in "
+        "every phase. See docs/hooks.md.",
+    )
+    hook_options: HookOptions = Field(
+        default=NO_OPTIONS,
+        description="Options for the server hooks listed without their own `options`.",
+    )
+
+    @model_validator(mode="after")
+    def _hook_options_used(self) -> ServerSettings:
+        problems = hook_options_problems(self.hooks, self.hook_options)
+        if problems:
+            raise problems_error(problems)
+        return self
 
     @field_validator("resolver")
     @classmethod
@@ -147,6 +169,12 @@ class ListenSettings(BaseModel):
         'on plain listeners `"h2c"` accepts HTTP/2 with prior knowledge beside HTTP/1.1 '
         "(default off); `false` serves HTTP/1.1 only.",
     )
+    proxy_protocol: StrictBool = Field(
+        default=False,
+        description="Expect a PROXY protocol header (v1 or v2) first on every connection, "
+        "before TLS, from an L4 balancer; a connection without one is closed. Its client "
+        "address is believed only from a peer in `server.trusted_proxies`.",
+    )
 
     @model_validator(mode="after")
     def _tls_or_redirect(self) -> ListenSettings:
@@ -161,6 +189,16 @@ class ListenSettings(BaseModel):
         if not self.tls and self.http2 is True:
             raise problems_error(
                 [(("http2",), 'a plain listener speaks HTTP/2 only as "h2c" (prior knowledge)')]
+            )
+        if self.proxy_protocol and self.address.unix_path is not None:
+            raise problems_error(
+                [
+                    (
+                        ("proxy_protocol",),
+                        "not on a unix: listener: its peers are never trusted proxies, so the "
+                        "header would never be believed",
+                    )
+                ]
             )
         return self
 
@@ -225,6 +263,25 @@ class RouteSettings(BaseModel):
         "PEM), `X-Client-Cert-Subject`, `-Issuer`, `-Serial`, `-Fingerprint` (SHA-256) and "
         "`-Verify`; when left out, on if the site has `tls.client_auth`.",
     )
+    rewrite: RewriteSettings = Field(
+        default=RewriteSettings(),
+        description="Map the origin's internal URLs to the public one in redirects, cookies "
+        "and (optionally) bodies; see `[site.route.rewrite]`.",
+    )
+    headers: HeaderPolicySettings = Field(
+        default=HeaderPolicySettings(),
+        description="Set and remove request and response headers, hide the origin's "
+        "software, add security headers; see `[site.route.headers]`.",
+    )
+    hooks: HookList = Field(
+        default=(),
+        description="Python hooks for this route, run after its other filters in every phase: "
+        '`"package.module:Name"` or `{ hook = "...", options = {...} }`. See docs/hooks.md.',
+    )
+    hook_options: HookOptions = Field(
+        default=NO_OPTIONS,
+        description="Options for the hooks listed without their own `options`.",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_answer(self) -> RouteSettings:
@@ -235,8 +292,15 @@ class RouteSettings(BaseModel):
             problems.append((("strip_prefix",), "strip_prefix works with path, not path_regex"))
         if self.upstream is not None and self.redirect is not None:
             problems.append(((), "give either upstream or redirect, not both"))
+        if self.redirect is not None and "rewrite" in self.model_fields_set:
+            problems.append((("rewrite",), "rewrite applies to routes with an upstream"))
         if self.upstream is None and self.redirect is None:
             problems.append(((), 'missing required key "upstream" (or "redirect")'))
+        problems += hook_options_problems(self.hooks, self.hook_options)
+        if self.redirect is not None and self.headers.request.active:
+            problems.append(
+                (("headers", "request"), "a redirect route sends no request to an origin")
+            )
         if problems:
             raise problems_error(problems)
         return self
@@ -296,10 +360,25 @@ class BastionConfig(BaseModel):
             + self._repeated_hosts()
             + self._repeated_listens()
             + self._tls_listens_without_certificates()
+            + self._sticky_cookies_dropped()
+            + self._proxy_protocol_without_trust()
         )
         if problems:
             raise problems_error(problems)
         return self
+
+    def _proxy_protocol_without_trust(self) -> list[tuple[Loc, str]]:
+        if self.server.trusted_proxies:
+            return []
+        return [
+            (
+                ("listen", i, "proxy_protocol"),
+                "server.trusted_proxies is empty, so no PROXY header would be believed: "
+                "list the balancer's addresses there",
+            )
+            for i, listen in enumerate(self.listen)
+            if listen.proxy_protocol
+        ]
 
     def _undefined_upstreams(self) -> list[tuple[Loc, str]]:
         defined = ", ".join(sorted(self.upstream)) or "none"
@@ -340,6 +419,26 @@ class BastionConfig(BaseModel):
                     )
                 )
             first.setdefault(address, i)
+        return problems
+
+    def _sticky_cookies_dropped(self) -> list[tuple[Loc, str]]:
+        """A route that removes or replaces Set-Cookie would drop the sticky cookie too."""
+        problems: list[tuple[Loc, str]] = []
+        for s, site in enumerate(self.site):
+            for r, route in enumerate(site.route):
+                upstream = self.upstream.get(route.upstream or "")
+                sticky = upstream.sticky if upstream is not None else None
+                if sticky is None or sticky.cookie is None:
+                    continue
+                problems += [
+                    (
+                        ("site", s, "route", r, "headers", "response", *loc),
+                        f'editing set-cookie would drop the sticky cookie "{sticky.cookie}" '
+                        f'of upstream "{route.upstream}"',
+                    )
+                    for loc, name in route.headers.response.names()
+                    if name.lower() == "set-cookie"
+                ]
         return problems
 
     def _tls_listens_without_certificates(self) -> list[tuple[Loc, str]]:

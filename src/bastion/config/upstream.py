@@ -254,6 +254,13 @@ class UpstreamSettings(BaseModel):
         description="Bind a client connection to its server connection once the server asks "
         "for NTLM or Negotiate (Windows integrated authentication).",
     )
+    proxy_protocol: Literal["v1", "v2"] | None = Field(
+        default=None,
+        description='Send a PROXY protocol header (`"v1"` text or `"v2"` binary) first on '
+        "every connection to the servers (before TLS), naming the client; health checks "
+        "send v1 `UNKNOWN` / v2 `LOCAL`. A connection carrying a client's header is reused "
+        "only for requests with the same header.",
+    )
 
     @model_validator(mode="after")
     def _some_primary(self) -> UpstreamSettings:

@@ -208,7 +208,7 @@ def _is_ipv6(text: str) -> bool:
 
 
 def _method(text: str) -> str:
-    if _TOKEN_RE.fullmatch(text) is None:
+    if not is_token(text):
         raise ValueError(f'expected an HTTP method like "GET", got {describe_value(text)}')
     return text.upper()
 
@@ -229,8 +229,14 @@ def _regex(text: str) -> str:
     return text
 
 
-def _redirect_template(template: str) -> str:
-    known = ", ".join(f"{{{name}}}" for name in REDIRECT_PLACEHOLDERS)
+def is_token(text: str) -> bool:
+    """Whether `text` is an RFC 9110 token (a method, a header name)."""
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
+def check_template(template: str, placeholders: tuple[str, ...]) -> str:
+    """`template` if every `{name}` in it is one of `placeholders` (`{{`, `}}`: literal braces)."""
+    known = ", ".join(f"{{{name}}}" for name in placeholders)
     try:
         fields = [
             (name, spec, conversion)
@@ -240,10 +246,14 @@ def _redirect_template(template: str) -> str:
     except ValueError as error:
         raise ValueError(f'{error} (write a literal brace as "{{{{" or "}}}}")') from None
     for name, spec, conversion in fields:
-        if name not in REDIRECT_PLACEHOLDERS or spec or conversion:
+        if name not in placeholders or spec or conversion:
             written = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
             raise ValueError(f'unknown placeholder "{{{written}}}" (known: {known})')
     return template
+
+
+def _redirect_template(template: str) -> str:
+    return check_template(template, REDIRECT_PLACEHOLDERS)
 
 
 def parse_server_url(url: str) -> tuple[str, str, int]:

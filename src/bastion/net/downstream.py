@@ -29,6 +29,7 @@ from bastion.http.events import (
     ResponseHead,
 )
 from bastion.http.h1_server import H1RequestReader, reason_phrase, serialize_response_head
+from bastion.http.proxy_protocol import Endpoint
 from bastion.net.tls import peer_chain, server_name_of
 from bastion.net.tunnel import Tunnel
 from bastion.net.upstream import UpstreamConnection
@@ -53,6 +54,10 @@ _LINGER_TOTAL = 10.0  # and after this long in all
 # Framing members as module globals: `Framing.X` is a slow lookup on every access (EnumType
 # defines __getattr__, so CPython 3.11 cannot specialise it); a global load is cheap.
 _FRAMING_CHUNKED, _FRAMING_CLOSE = Framing.CHUNKED, Framing.CLOSE
+
+
+# What a believed PROXY header says of a connection: (client, the address it connected to).
+Relayed = tuple[Endpoint, Endpoint]
 
 
 class ClientConnection(Protocol):
@@ -98,10 +103,12 @@ class DownstreamConnection(asyncio.Protocol):
         pipeline_ref: PipelineRef,
         registry: ConnectionRegistry,
         listener: ListenerInfo = PLAIN_LISTENER,
+        relayed: Relayed | None = None,
     ) -> None:
         self._pipeline_ref = pipeline_ref
         self._registry = registry
         self._listener = listener
+        self._relayed = relayed
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.client: ClientInfo | None = None
@@ -211,7 +218,7 @@ class DownstreamConnection(asyncio.Protocol):
             self._closing = True
             transport.abort()  # type: ignore[attr-defined]
             return
-        self.client = client_info(transport, self._listener, pipeline)
+        self.client = client_info(transport, self._listener, pipeline, self._relayed)
         self._registry.add(self)
         if self._registry.draining:
             self._closing = True
@@ -445,10 +452,15 @@ class PipelineRef:
 
 
 def client_info(
-    transport: asyncio.BaseTransport, listener: ListenerInfo, pipeline: Pipeline
+    transport: asyncio.BaseTransport,
+    listener: ListenerInfo,
+    pipeline: Pipeline,
+    relayed: Relayed | None = None,
 ) -> ClientInfo:
     """Who connected, read once per connection. A unix-socket client is `unix` (as in
-    nginx's `unix:`); it is never a trusted proxy."""
+    nginx's `unix:`); it is never a trusted proxy. `relayed` is what a believed PROXY header
+    said (source, destination): the source is then the peer, and whether it is a trusted
+    proxy in turn is asked again (a balancer in front of a CDN's edge)."""
     peer = transport.get_extra_info("peername")
     local = transport.get_extra_info("sockname")
     tls = _tls_info(transport.get_extra_info("ssl_object"))
@@ -457,10 +469,25 @@ def client_info(
     sock = transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    peer_ip = _plain_ip(str(peer[0]))
-    port = int(local[1]) if isinstance(local, tuple) else 0
-    trusted = peer_ip in pipeline.plan.trusted
-    return ClientInfo(peer_ip, int(peer[1]), port, listener.scheme, trusted, listener, tls)
+    trusted_proxies = pipeline.plan.trusted
+    if relayed is not None:
+        source, destination = relayed
+        peer_ip, trusted = trusted_proxies.classify(source.address) or (source.address, False)
+        local_ip, _ = trusted_proxies.classify(destination.address) or (destination.address, False)
+        peer_port, port = source.port, destination.port
+    else:
+        peer_ip, peer_port = _plain_ip(str(peer[0])), int(peer[1])
+        local_ip, port = ("", 0)
+        if isinstance(local, tuple):
+            local_ip, port = _plain_ip(str(local[0])), int(local[1])
+        trusted = peer_ip in trusted_proxies
+    return ClientInfo(peer_ip, peer_port, port, listener.scheme, trusted, listener, tls, local_ip)
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str | None:
+    """The TCP peer's IP address as people write it; None on a unix socket."""
+    peer = transport.get_extra_info("peername")
+    return _plain_ip(str(peer[0])) if isinstance(peer, tuple) else None
 
 
 def _tls_info(ssl_object: ssl.SSLObject | None) -> TLSInfo | None:

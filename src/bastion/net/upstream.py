@@ -5,6 +5,11 @@ reports the parsed response to the exchange's listener. `UpstreamConnector` hand
 keep-alive connections (most recently used first, dropped when the origin closed them or when
 they idled past the shorter of our idle timeout and the origin's own `Keep-Alive: timeout=`)
 and opens new ones with a connect timeout. OS and timeout errors become `ProxyError` here.
+
+Servers of an upstream with `proxy_protocol` get a PROXY header first on every connection
+(before TLS), naming the request's client; such a connection is handed out again only to a
+request whose header is the same (the same client connection, as HAProxy keys its reuse).
+Health checks send the header without a client (v1 `UNKNOWN`, v2 `LOCAL`).
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from typing import TYPE_CHECKING, Protocol
 from bastion.errors import ErrorKind, ProxyError
 from bastion.http.events import BodyChunk, EndOfMessage, ResponseHead
 from bastion.http.h1_client import H1ResponseReader
+from bastion.http.proxy_protocol import Endpoint, v1_header, v2_header
 from bastion.net.tls import origin_context
 
 if TYPE_CHECKING:
     from bastion.config.model import UpstreamTLS
+    from bastion.proxy.context import RequestContext
     from bastion.proxy.plan import ServerPlan, UpstreamPlan
     from bastion.proxy.ports import ResponseListener
 
@@ -57,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused = False
         self._read_paused = False
         self.tunnel_peer: TunnelEnd | None = None
+        self.proxy_header = b""  # the PROXY header this connection started with, if any
 
     # -- UpstreamLink ---------------------------------------------------------------------
 
@@ -218,11 +226,15 @@ class UpstreamConnector:
         self._tls_contexts: dict[UpstreamTLS, ssl.SSLContext] = {}
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def take_idle(self, server: ServerPlan) -> UpstreamConnection | None:
+    def take_idle(
+        self, server: ServerPlan, ctx: RequestContext | None = None
+    ) -> UpstreamConnection | None:
         """The most recently used idle connection still fit for reuse, if any."""
         pool = self._pools.get(server.pool_key)
         if pool is None:
             return None
+        if server.proxy_protocol is not None:
+            return self._take_same_client(pool, proxy_header(server.proxy_protocol, ctx))
         now = self.loop.time()
         idle = pool.idle
         while idle:
@@ -236,9 +248,24 @@ class UpstreamConnector:
             return conn
         return None
 
-    async def connect(self, upstream: UpstreamPlan, server: ServerPlan) -> UpstreamConnection:
+    def _take_same_client(self, pool: _ServerPool, header: bytes) -> UpstreamConnection | None:
+        """The most recent idle connection that carried this same PROXY header: another
+        client's connection would make the origin take this request for theirs."""
+        now = self.loop.time()
+        for conn in reversed(pool.idle):
+            if conn.proxy_header != header or conn.closed or conn.transport is None:
+                continue
+            if conn.transport.is_closing() or now >= conn.idle_deadline:
+                continue  # the sweeper drops it
+            pool.idle.remove(conn)
+            conn.reused = True
+            return conn
+        return None
+
+    async def connect(
+        self, upstream: UpstreamPlan, server: ServerPlan, ctx: RequestContext | None = None
+    ) -> UpstreamConnection:
         """A new connection (a timeout is the 504 kind, a refusal the 502 kind)."""
-        loop = self.loop
         tls = server.tls
         context = self._tls_context(tls) if tls is not None else None
         server_hostname = (
@@ -248,8 +275,11 @@ class UpstreamConnector:
             # asyncio.timeout, not wait_for: no second task per connection (origin
             # connections are opened on the hot path whenever the pool runs dry).
             async with asyncio.timeout(upstream.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(server, loop),
+                if server.proxy_protocol is not None:
+                    header = proxy_header(server.proxy_protocol, ctx)
+                    return await self._open_with_header(server, header, context, server_hostname)
+                _, conn = await self.loop.create_connection(
+                    lambda: UpstreamConnection(server, self.loop),
                     server.host,
                     server.port,
                     ssl=context,
@@ -280,6 +310,32 @@ class UpstreamConnector:
                 f"cannot connect to {server.label}: {error.strerror or error}",
                 retryable=True,
             ) from None
+        return conn
+
+    async def _open_with_header(
+        self,
+        server: ServerPlan,
+        header: bytes,
+        context: ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> UpstreamConnection:
+        """A connection that starts with a PROXY header: plain TCP, the header, then TLS."""
+        loop = self.loop
+        transport, conn = await loop.create_connection(
+            lambda: UpstreamConnection(server, loop), server.host, server.port
+        )
+        conn.proxy_header = header
+        transport.write(header)
+        if context is None:
+            return conn
+        try:
+            tls_transport = await loop.start_tls(
+                transport, conn, context, server_hostname=server_hostname
+            )
+        except BaseException:
+            transport.abort()
+            raise
+        conn.transport = tls_transport
         return conn
 
     def _tls_context(self, tls: UpstreamTLS) -> ssl.SSLContext:
@@ -338,3 +394,15 @@ class UpstreamConnector:
             for conn in pool.idle:
                 conn.close()
             pool.idle.clear()
+
+
+def proxy_header(version: str, ctx: RequestContext | None) -> bytes:
+    """The PROXY header for a request's origin connection: the client as bastion knows it
+    (the recovered client IP, the client connection's port) and the address it connected to;
+    without a request (a health check), a header that names no client."""
+    source = destination = None
+    if ctx is not None:
+        client = ctx.client
+        source = Endpoint(ctx.client_ip, client.peer_port)
+        destination = Endpoint(client.local_ip, client.local_port)
+    return v1_header(source, destination) if version == "v1" else v2_header(source, destination)

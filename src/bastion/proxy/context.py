@@ -52,6 +52,7 @@ class ClientInfo:
         "filter_state",
         "forwarding_cache",
         "listener",
+        "local_ip",
         "local_port",
         "peer_ip",
         "peer_port",
@@ -70,9 +71,13 @@ class ClientInfo:
         peer_trusted: bool,
         listener: ListenerInfo = PLAIN_LISTENER,
         tls: TLSInfo | None = None,
+        local_ip: str = "",
     ) -> None:
         self.peer_ip = peer_ip
         self.peer_port = peer_port
+        # The address the client connected to (a believed PROXY header's destination, the
+        # listener's own address otherwise; "" on unix sockets), and its port.
+        self.local_ip = local_ip
         self.local_port = local_port
         self.scheme = scheme
         self.peer_trusted = peer_trusted
@@ -111,6 +116,7 @@ class RequestContext:
         "client_ip",
         "flag",
         "head",
+        "hook_request",
         "prefix",
         "request_id",
         "route",
@@ -139,6 +145,9 @@ class RequestContext:
         self.sticky_index: int | None = None  # the server a sticky pin named
         self.upstream_target = b""  # path + query as the origin will see it
         self.prefix: bytes | None = None  # mount prefix removed by strip_prefix
+        # The hooks' view of this request (bastion.hooks.Request), made by the first hook
+        # that runs; typed loosely as the core does not know hooks.
+        self.hook_request: object = None
         self.flag = "ok"
 
     @property

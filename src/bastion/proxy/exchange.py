@@ -251,7 +251,12 @@ class Exchange:
         self.response_head = head
         if not self.request_complete:
             self.close_after = True  # answered before the whole request arrived
-        self.send_head(head)
+        try:
+            self.send_head(head)
+        except ProxyError as failure:
+            # A response filter refused the head (a failing hook, logged where it failed):
+            # nothing went to the client, so the failure is answered instead.
+            self._resolve(failure)
 
     def on_response_body(self, data: bytes) -> None:
         self.last_upstream_activity = self.loop.time()

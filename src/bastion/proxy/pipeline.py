@@ -184,8 +184,9 @@ class Pipeline:
         for upstream_filter in route.upstream_filters:
             upstream_filter.upstream_request(ctx, headers)
         headers.append((b"x-request-id", ctx.request_id.encode()))
-        if not head.host:
-            # An HTTP/1.0 client may send no Host; the origin's HTTP/1.1 needs one.
+        if not head.host and header_value(headers, b"host") is None:
+            # An HTTP/1.0 client may send no Host; the origin's HTTP/1.1 needs one (unless
+            # the route's header policy set one).
             assert ctx.server is not None
             headers.append((b"host", ctx.server.label.encode()))
         if tunnel and head.upgrade is not None:
@@ -251,7 +252,10 @@ class Pipeline:
         if failure is not None:
             self._finish(ex, failure if isinstance(failure, ProxyError) else _internal(failure))
             return
-        self._dispatch(ex, slot.result())
+        try:
+            self._dispatch(ex, slot.result())
+        except ProxyError as failure:  # an upstream_request filter refused (a failing hook)
+            self._finish(ex, failure)
 
     def _dispatch(self, ex: Exchange, state: ServerState) -> None:
         ctx = ex.ctx
@@ -260,7 +264,7 @@ class Pipeline:
         server = ctx.server = ctx.upstream.runtime.server_plan(state)
         ex.upstream_head_bytes = self.upstream_head(ctx, ex.tunnel_requested)
         ex.attempt_started = time.monotonic()
-        link = self.connector.take_idle(server)
+        link = self.connector.take_idle(server, ctx)
         if link is not None:
             ex.connect_time = 0.0
             self._send(ex, link, replay=ex.body_sent)
@@ -286,7 +290,7 @@ class Pipeline:
         assert ctx.upstream is not None and ctx.server
         started = time.monotonic()
         try:
-            link = await self.connector.connect(ctx.upstream, ctx.server)
+            link = await self.connector.connect(ctx.upstream, ctx.server, ctx)
         except ProxyError as failure:
             # Nothing reached the origin: any request may go to another server.
             if not self._retry_elsewhere(ex, failure, budget_taken=False):
@@ -533,7 +537,16 @@ class Pipeline:
             seconds = upstream.runtime.room.retry_after
             headers.append((b"retry-after", str(seconds).encode()))
         reply = LocalReply(status, headers, body.encode())
-        self.send_local(ex, reply)
+        try:
+            self.send_local(ex, reply)
+        except ProxyError as failure:
+            # A response filter failed on this very answer (a hook; it stands aside now):
+            # answer its failure, once; a second failure cuts the connection.
+            if error.kind is ErrorKind.HOOK_FAILED:
+                ex.abort_client = True
+                return
+            self._answer_error(ex, failure)
+            return
         ctx.flag = error.kind.flag
 
 

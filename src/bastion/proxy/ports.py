@@ -14,6 +14,7 @@ from bastion.http.events import Headers, ResponseHead
 
 if TYPE_CHECKING:
     from bastion.errors import ProxyError
+    from bastion.proxy.context import RequestContext
     from bastion.proxy.exchange import Exchange
     from bastion.proxy.plan import ServerPlan, UpstreamPlan
 
@@ -68,10 +69,16 @@ class UpstreamLink(Protocol):
 
 
 class Connector(Protocol):
-    """Gives the core origin connections: pooled ones first, new ones otherwise."""
+    """Gives the core origin connections: pooled ones first, new ones otherwise. `ctx` is the
+    request they are for (None for a health check): a connection may carry something of its
+    client (a PROXY header) that decides which requests may reuse it."""
 
-    def take_idle(self, server: ServerPlan) -> UpstreamLink | None: ...
-    def connect(self, upstream: UpstreamPlan, server: ServerPlan) -> Awaitable[UpstreamLink]: ...
+    def take_idle(
+        self, server: ServerPlan, ctx: RequestContext | None = None
+    ) -> UpstreamLink | None: ...
+    def connect(
+        self, upstream: UpstreamPlan, server: ServerPlan, ctx: RequestContext | None = None
+    ) -> Awaitable[UpstreamLink]: ...
     def release(self, link: UpstreamLink, keepalive_timeout: float | None) -> None: ...
 
 

@@ -23,7 +23,8 @@ class ServerPlan:
     """One origin server address, with the keep-alive limits of its upstream.
 
     Compared by identity (hashing it is on the hot path); `pool_key` says which servers may
-    share idle connections.
+    share idle connections (with `proxy_protocol`, only connections whose PROXY header is the
+    request's own are reused: the connector matches them).
     """
 
     host: str
@@ -33,6 +34,7 @@ class ServerPlan:
     idle_timeout: float
     tls: UpstreamTLS | None = None  # how to speak TLS to it (https servers), else None
     tls_name: str = ""  # the DNS name a resolved address stands for (SNI, certificate), or ""
+    proxy_protocol: str | None = None  # "v1" or "v2": each connection starts with a PROXY header
 
     @property
     def pool_key(self) -> str:
@@ -147,4 +149,5 @@ def server_plan(spec: ServerSpec, settings: UpstreamSettings) -> ServerPlan:
         idle_timeout=keepalive.idle_timeout,
         tls=settings.tls if spec.scheme == "https" else None,
         tls_name=spec.tls_name,
+        proxy_protocol=settings.proxy_protocol,
     )

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from bastion.config import BastionConfig, load_config
 from bastion.errors import ConfigError
-from bastion.filters.chain import route_filters
+from bastion.filters.chain import compile_plan
 from bastion.http.h2_server import H2Limits
 from bastion.net.downstream import ConnectionRegistry, PipelineRef
 from bastion.net.health_check import HealthChecker
 from bastion.net.listener import connection_factory
+from bastion.net.proxy_header import ProxyProtocolListener
 from bastion.net.tls import ListenerTLS, SiteCertificate
 from bastion.net.upstream import UpstreamConnector
 from bastion.net.upstream_dns import DnsWatchers
@@ -26,7 +27,7 @@ from bastion.observe.access_log import AccessLog
 from bastion.observe.request_log import AccessLogger
 from bastion.proxy.context import ListenerInfo
 from bastion.proxy.pipeline import Pipeline
-from bastion.proxy.plan import Plan, build_plan
+from bastion.proxy.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class ProxyServer:
         self.stopped = asyncio.Event()
 
     def _pipeline(self, config: BastionConfig) -> Pipeline:
-        plan = build_plan(config, route_filters)
+        plan = compile_plan(config)
         sinks = [AccessLogger(self.access_log)] if self.access_log.enabled else []
         return Pipeline(plan, self.connector, sinks)
 
@@ -82,8 +83,12 @@ class ProxyServer:
                 redirect_to_https=listen.redirect_to_https,
                 accepts_handshake=tls.version_allowed if tls is not None else None,
             )
+            # PROXY comes before TLS: such a listener accepts plain TCP and starts TLS itself.
+            proxy = ProxyProtocolListener(context) if listen.proxy_protocol else None
+            if proxy is not None:
+                context = None
             factory = connection_factory(
-                self.pipeline_ref, self.registry, info, listen.offers_h2, H2Limits()
+                self.pipeline_ref, self.registry, info, listen.offers_h2, H2Limits(), proxy
             )
             if address.unix_path is not None:
                 server = await self.loop.create_unix_server(factory, address.unix_path, ssl=context)
@@ -121,7 +126,7 @@ class ProxyServer:
         except ConfigError as error:
             log.error("reload failed, keeping the running configuration:\n%s", error)
             return False
-        if [x.address for x in config.listen] != [x.address for x in self.config.listen]:
+        if config.listen != self.config.listen:  # addresses, tls, http2, proxy_protocol...
             log.warning("reload: listener changes take effect after a restart")
         dns = DnsWatchers(pipeline.plan, config.server.resolver)
         dns.seed(self.dns)  # serve by the addresses known so far while re-resolving

@@ -197,22 +197,22 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
             config_text(top="[server]\nworkers = 4"),
             'edge.toml: server.workers: unknown key "workers" (allowed here: graceful_timeout, '
             "trusted_proxies, max_header_size, max_uri_size, header_timeout, keepalive_timeout, "
-            "body_timeout, resolver)",
+            "body_timeout, resolver, hooks, hook_options)",
         ),
         (
             config_text(listen="tlz = true"),
             'edge.toml: listen[0].tlz: unknown key "tlz" (allowed here: address, tls, '
-            "redirect_to_https, http2)",
+            "redirect_to_https, http2, proxy_protocol)",
         ),
         (
             config_text(route="  cache = true"),
             'edge.toml: site[0].route[0].cache: unknown key "cache"',
         ),
         (
-            config_text(upstream='proxy_protocol = "v1"'),
-            'edge.toml: upstream.app.proxy_protocol: unknown key "proxy_protocol" (allowed here: '
+            config_text(upstream="send_proxy = true"),
+            'edge.toml: upstream.app.send_proxy: unknown key "send_proxy" (allowed here: '
             "servers, timeouts, keepalive, tls, balance, hash_key, sticky, health, passive, "
-            "retries, retry_budget, queue, slow_start, resolve, pin_auth)",
+            "retries, retry_budget, queue, slow_start, resolve, pin_auth, proxy_protocol)",
         ),
         (
             config_text(upstream='timeouts = { connect = "1s", total = "9s" }'),
@@ -515,3 +515,55 @@ def test_key_paths_quote_keys_that_toml_would() -> None:
         'edge.toml: upstream."my app": an upstream name uses letters, digits, "_", "-" and ".", '
         'got "my app"'
     ]
+
+
+def test_proxy_protocol_keys() -> None:
+    text = config_text(
+        top='[server]\ntrusted_proxies = ["10.0.0.0/8"]',
+        listen="proxy_protocol = true",
+        upstream='proxy_protocol = "v2"',
+    )
+    config = parse_config(text, "edge.toml")
+    assert config.listen[0].proxy_protocol is True
+    assert config.upstream["app"].proxy_protocol == "v2"
+    defaults = parse_config(config_text(), "edge.toml")
+    assert defaults.listen[0].proxy_protocol is False
+    assert defaults.upstream["app"].proxy_protocol is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            config_text(listen="proxy_protocol = true"),
+            "edge.toml: listen[0].proxy_protocol: server.trusted_proxies is empty, so no PROXY "
+            "header would be believed: list the balancer's addresses there",
+        ),
+        (
+            config_text(
+                top='[server]\ntrusted_proxies = ["10.0.0.0/8"]',
+                listen="proxy_protocol = 1",
+            ),
+            "edge.toml: listen[0].proxy_protocol: expected a boolean, got 1",
+        ),
+        (
+            config_text(
+                top='[server]\ntrusted_proxies = ["10.0.0.0/8"]',
+                listen='proxy_protocol = true\n[[listen]]\naddress = "unix:/run/b.sock"\n'
+                "proxy_protocol = true",
+            ),
+            "edge.toml: listen[1].proxy_protocol: not on a unix: listener: its peers are never "
+            "trusted proxies, so the header would never be believed",
+        ),
+        (
+            config_text(upstream='proxy_protocol = "v3"'),
+            'edge.toml: upstream.app.proxy_protocol: expected one of "v1", "v2", got "v3"',
+        ),
+        (
+            config_text(upstream="proxy_protocol = true"),
+            'edge.toml: upstream.app.proxy_protocol: expected one of "v1", "v2", got true',
+        ),
+    ],
+)
+def test_bad_proxy_protocol_keys(text: str, problem: str) -> None:
+    assert problems_of(text) == [problem]

@@ -247,7 +247,7 @@ def test_https_servers_need_no_tls_table_and_plain_ones_may_have_one(cert_dir: P
             'edge.toml: listen[0].http2: "h2c" is cleartext HTTP/2; on a TLS listener use true',
         ),
         ('http2 = "yes"', "edge.toml: listen[0].http2: expected"),
-        ("proxy_protocol = true", "edge.toml: listen[0].proxy_protocol: unknown key"),
+        ("proxy_protocol = 1", "edge.toml: listen[0].proxy_protocol: expected a boolean"),
         ('tls = "yes"', 'edge.toml: listen[0].tls: expected a boolean, got "yes"'),
         ("redirect_to_https = 1", "edge.toml: listen[0].redirect_to_https: expected a boolean"),
     ],
