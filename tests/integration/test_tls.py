@@ -148,6 +148,24 @@ async def test_min_version_13_site_refuses_tls12_clients(pki: TestPKI) -> None:
         writer.close()
 
 
+async def test_min_version_13_site_refuses_tls12_clients_over_h2_too(pki: TestPKI) -> None:
+    async with (
+        AutonomousOrigin() as origin,
+        running_proxy(tls_config(pki, f"http://{origin.address}")) as proxy,
+    ):
+        context = pki.client_context()
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols(["h2"])
+        # Closed right after the handshake: bastion's SETTINGS frame never comes.
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", proxy.ports[0], ssl=context, server_hostname="x.b.test"
+            )
+            writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(9))
+            await asyncio.wait_for(reader.readexactly(9), 5)
+        assert origin.requests == []
+
+
 async def test_intermediate_profile_refuses_tls11_and_weak_ciphers(pki: TestPKI) -> None:
     async with (
         AutonomousOrigin() as origin,
