@@ -358,6 +358,22 @@ async def test_on_log_gets_the_entry_and_the_requests_state(tmp_path: Path) -> N
     assert entry["state"] == {"seen_path": "/bytes"}
 
 
+async def test_server_hooks_see_the_answers_to_requests_no_route_took(tmp_path: Path) -> None:
+    log_file = tmp_path / "hook.log"
+    server = (
+        f"hooks = [{hook('EditResponse')}, {hook('RecordLog')}]\n"
+        f'hook_options = {{ log_file = "{log_file}" }}'
+    )
+    async with proxied(server=server, path="/app") as (origin, proxy):
+        response = await http_get(proxy.ports[0], "/elsewhere")
+    assert response.status == 404
+    assert response.header("x-hook-status") == b"404"
+    (entry,) = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert (entry["status"], entry["flag"], entry["upstream"]) == (404, "no_route", None)
+    assert entry["state"] == {"seen_path": "/elsewhere"}
+    assert origin.requests == []
+
+
 async def test_hook_options_reach_hooks_given_as_strings_tables_and_factories() -> None:
     route = hooks_route(
         hook("EditResponse"),

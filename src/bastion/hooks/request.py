@@ -180,13 +180,13 @@ class Request:
     def site(self) -> str | None:
         """The site's first host name, once routed (None in a server hook's on_request)."""
         route = self._ctx.route
-        return route.site if route is not None else None
+        return route.site if route is not None and route.routed else None
 
     @property
     def route(self) -> str | None:
         """The route's `path` (or `path_regex`), once routed."""
         route = self._ctx.route
-        return route.label if route is not None else None
+        return route.label if route is not None and route.routed else None
 
     @property
     def upstream(self) -> str | None:

@@ -39,7 +39,7 @@ class AccessLogger:
         record.user_agent = _header_text(head.headers, b"user-agent")
         record.request_id = ctx.request_id
         route = ctx.route
-        if route is not None:
+        if route is not None and route.routed:
             record.site = route.site
             record.route = route.label
         if ctx.upstream is not None:

@@ -432,6 +432,8 @@ class Pipeline:
 
     def _finish(self, ex: Exchange, error: ProxyError | None) -> None:
         """The one exit of every request: answer an error, log, hand the connection back."""
+        if ex.ctx.route is None:
+            ex.ctx.route = self.plan.unrouted
         if ex.ctx.server_state is not None:
             self._release_server(ex, failed=_counts_as_failure(error, ex))
         if error is not None:
@@ -490,6 +492,8 @@ class Pipeline:
     # -- answers bastion makes itself ---------------------------------------------------
 
     def send_local(self, ex: Exchange, reply: LocalReply) -> None:
+        if ex.ctx.route is None:
+            ex.ctx.route = self.plan.unrouted
         headers = list(reply.headers)
         headers.append((b"content-length", str(len(reply.body)).encode()))
         if not any(name == b"content-type" for name, _ in headers) and reply.body:

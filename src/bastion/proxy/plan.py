@@ -72,6 +72,7 @@ class CompiledRoute:
     response_filters: tuple[Filter, ...]
     body_filters: tuple[Filter, ...] = ()
     finished_filters: tuple[Filter, ...] = ()
+    routed: bool = True  # False: `Plan.unrouted`, the stand-in for requests no route took
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,20 @@ class Plan:
     client_auth_anywhere: bool = False  # some site checks client certificates
     # Server-wide filters (hooks) that see every request before routing.
     received_filters: tuple[Filter, ...] = ()
+    # Answers to requests no route took (404, 405, a bad target, a reply before routing)
+    # still pass the server-wide filters' response and log phases through this stand-in.
+    unrouted: CompiledRoute = CompiledRoute(
+        label="-",
+        site="-",
+        client_auth="off",
+        upstream=None,
+        max_body=0,
+        websocket=False,
+        request_filters=(),
+        upstream_filters=(),
+        response_filters=(),
+        routed=False,
+    )
 
 
 Upstreams = Mapping[str, UpstreamPlan]
@@ -147,6 +162,23 @@ def build_plan(
             site.tls is not None and site.tls.client_auth != "off" for site in config.site
         ),
         received_filters=implementing(everywhere, "request_received"),
+        unrouted=_unrouted(everywhere),
+    )
+
+
+def _unrouted(everywhere: tuple[Filter, ...]) -> CompiledRoute:
+    return CompiledRoute(
+        label="-",
+        site="-",
+        client_auth="off",
+        upstream=None,
+        max_body=0,
+        websocket=False,
+        request_filters=(),
+        upstream_filters=(),
+        response_filters=implementing(everywhere, "response_headers"),
+        finished_filters=implementing(everywhere, "request_finished"),
+        routed=False,
     )
 
 
