@@ -411,3 +411,19 @@ async def test_corrupt_gzip_from_the_origin_cuts_the_client_connection(pki: Test
     assert response.status == 200  # the head was out before the body went bad
     assert response.chunked
     assert not response.complete  # no last chunk: the client can tell it is truncated
+
+
+@pytest.mark.parametrize("http2", [False, True])
+async def test_a_body_that_fails_before_any_byte_went_out_is_answered_502(
+    pki: TestPKI, http2: bool
+) -> None:
+    # "gzip" that is not: the rewriter fails on the first read, while the head is still
+    # held back, so the client gets a clean 502 instead of a cut connection.
+    async with legacy_behind_bastion(pki, "body = true") as (_, proxy):
+        port = proxy.ports[0]
+        async with name_pinned_client(pki.client_context(), http2=http2) as client:
+            response = await client.get(f"https://{PUBLIC}:{port}/legacy/t/mislabelled")
+            assert response.status_code == 502
+            assert b"request id" in response.content
+            again = await client.get(f"https://{PUBLIC}:{port}/legacy/t/image")
+            assert again.status_code == 200

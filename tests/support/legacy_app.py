@@ -31,6 +31,7 @@ Test endpoints (no session needed), under /t/:
   /t/split                              HTML whose internal URL is cut in two writes
   /t/gate?coding=gzip|identity          HTML part 1, then waits for `app.gate` to be set
   /t/corrupt                            gzip-encoded HTML that turns into garbage
+  /t/mislabelled                        plain HTML that claims to be gzip-encoded
 What it must not know: anything of bastion.
 """
 
@@ -417,6 +418,12 @@ def _corrupt(app: LegacyApp, request: LegacyRequest) -> Reply:
     return Reply(200, headers, pieces=[good, garbage])
 
 
+def _mislabelled(app: LegacyApp, request: LegacyRequest) -> Reply:
+    body = f'<a href="{app.base}/x">x</a>'.encode()
+    headers = [("content-encoding", "gzip"), ("content-length", str(len(body)))]
+    return Reply(200, headers, pieces=[body])
+
+
 _PAGES: dict[str, Page] = {
     "/": _root,
     "/login": _login,
@@ -436,6 +443,7 @@ _PAGES: dict[str, Page] = {
     "/t/split": _split,
     "/t/gate": _gate,
     "/t/corrupt": _corrupt,
+    "/t/mislabelled": _mislabelled,
 }
 
 SITE_PAGES = frozenset(path for path in _PAGES if not path.startswith("/t/")) | {

@@ -169,6 +169,14 @@ class DownstreamConnection(asyncio.Protocol):
             self._pending_head = b""
         self.write(out)
 
+    def retract_head(self) -> bool:
+        """Take back a response head no byte of which was written (a body transform failed
+        on the first bytes): the client can still be given an error answer instead."""
+        if not self._pending_head:
+            return False
+        self._pending_head = b""
+        return True
+
     def end_response(self, trailers: Headers) -> None:
         out = last_chunk(trailers) if self._chunked_out else b""
         if self._pending_head:

@@ -107,6 +107,14 @@ class H2Stream:
         if data:
             self._out.append(data)
 
+    def retract_head(self) -> bool:
+        """Take back a response head not yet sent (nothing of the response went out)."""
+        if self._head is None:
+            return False
+        self._head = None
+        self._out.clear()
+        return True
+
     def end_response(self, trailers: Headers) -> None:
         self._ending = True
         self._trailers = trailers or None

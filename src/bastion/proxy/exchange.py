@@ -294,13 +294,22 @@ class Exchange:
                 if end:
                     data += transform.end()
         except ProxyError as error:
-            self._resolve(error)
+            self._fail_body(error)
             return b""
         except Exception:
             log.exception("response body transform failed (request %s)", self.ctx.request_id)
-            self._resolve(ProxyError(ErrorKind.INTERNAL, "response body transform failed"))
+            self._fail_body(ProxyError(ErrorKind.INTERNAL, "response body transform failed"))
             return b""
         return data
+
+    def _fail_body(self, error: ProxyError) -> None:
+        """A transform failed: while no byte of the response is out, the head is taken back
+        so the client gets an error answer rather than a cut connection."""
+        if self.downstream.retract_head():
+            self.response_started = False
+            self.transforms = None
+            self.status = 0
+        self._resolve(error)
 
     def on_upstream_failed(self, error: ProxyError) -> None:
         self._resolve(error)
