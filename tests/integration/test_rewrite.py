@@ -427,3 +427,22 @@ async def test_a_body_that_fails_before_any_byte_went_out_is_answered_502(
             assert b"request id" in response.content
             again = await client.get(f"https://{PUBLIC}:{port}/legacy/t/image")
             assert again.status_code == 200
+
+
+@pytest.mark.parametrize("fixed_host", [True, False])
+async def test_the_host_a_header_policy_sends_counts_as_internal(
+    pki: TestPKI, fixed_host: bool
+) -> None:
+    """An app given a fixed vhost name (nginx's `proxy_set_header Host`) writes that name."""
+    async with LegacyApp() as app:
+        config = legacy_config(pki, app)
+        if fixed_host:
+            policy = 'headers = { request = { set = { Host = "intranet.test:8080" } } }'
+            config = config.replace("strip_prefix = true", f"strip_prefix = true\n  {policy}")
+        async with running_proxy(config) as proxy:
+            port = proxy.ports[0]
+            target = respond_target(302, "Location: http://intranet.test:8080/next")
+            response = await tls_get(pki, port, target)
+    rewritten = f"https://{PUBLIC}:{port}/legacy/next".encode()
+    untouched = b"http://intranet.test:8080/next"
+    assert response.header("location") == (rewritten if fixed_host else untouched)

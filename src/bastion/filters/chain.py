@@ -18,7 +18,7 @@ from bastion.filters.hooks import (
 )
 from bastion.filters.hsts import StrictTransportSecurity
 from bastion.filters.redirect import Redirect
-from bastion.filters.rewrite import rewrite_filters
+from bastion.filters.rewrite import SentHost, rewrite_filters
 from bastion.filters.strip_prefix import StripPrefix
 from bastion.proxy.phases import Filter
 from bastion.proxy.plan import Plan, Upstreams, build_plan
@@ -56,8 +56,10 @@ def route_filters(
     filters.extend(header_policy_filters(route.headers))
     if tls is not None and tls.hsts:
         filters.append(StrictTransportSecurity(tls.hsts))
-    if route.upstream is not None:
-        filters.extend(rewrite_filters(route.rewrite))
+    rewriting = rewrite_filters(route.rewrite) if route.upstream is not None else ()
+    filters.extend(rewriting)
     # Last: user hooks see (and may override) what every built-in filter did.
     filters.extend(route_hook_filters(route, upstreams))
+    if rewriting:
+        filters.append(SentHost())  # after every edit of the Host the origin gets
     return tuple(filters)

@@ -45,7 +45,7 @@ _NOT_IN_HOST = frozenset(b" \t/\\@?#,;\"'<>")
 # Headers that describe the origin's exact bytes: wrong once the body is rewritten.
 _BYTE_EXACT = frozenset({b"content-md5", b"accept-ranges"})
 
-UrlMapKey = tuple[bytes, bytes, bytes | None, bytes]
+UrlMapKey = tuple[bytes, bytes, bytes | None, bytes, bytes | None]
 
 
 class PublicUrls:
@@ -81,10 +81,13 @@ class PublicUrls:
             self._servers = _server_origins(upstream)
             self._states = states
             self._maps = {}
-        key = (scheme, authority, prefix, sent_host)
+        other_host = ctx.sent_host  # a Host a header policy or a hook chose instead
+        key = (scheme, authority, prefix, sent_host, other_host)
         found = self._maps.get(key)
         if found is None:
             internal = (*self._servers, *self._configured, *_host_origins(sent_host))
+            if other_host is not None:
+                internal += _host_origins(other_host)
             found = UrlMap(internal, scheme, authority, prefix)
             if len(self._maps) >= _CACHE_LIMIT:
                 del self._maps[next(iter(self._maps))]
@@ -246,6 +249,18 @@ class _UpstreamBody:
             return self._rewriter.end()
         except RewriteError as failure:
             raise ProxyError(ErrorKind.UPSTREAM_PROTOCOL, f"response body: {failure}") from None
+
+
+class SentHost(Filter):
+    """Last of a rewriting route's `upstream_request` filters: notes the Host the origin is
+    sent when it is not the client's (a header policy or a hook set it), since the app
+    writes that name into its URLs too."""
+
+    name = "rewrite sent host"
+
+    def upstream_request(self, ctx: RequestContext, headers: Headers) -> None:
+        host = header_value(headers, b"host")
+        ctx.sent_host = host if host and host != ctx.head.host else None
 
 
 def rewrite_filters(settings: RewriteSettings) -> tuple[Filter, ...]:

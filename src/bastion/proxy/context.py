@@ -120,6 +120,7 @@ class RequestContext:
         "prefix",
         "request_id",
         "route",
+        "sent_host",
         "server",
         "server_state",
         "started",
@@ -145,6 +146,7 @@ class RequestContext:
         self.sticky_index: int | None = None  # the server a sticky pin named
         self.upstream_target = b""  # path + query as the origin will see it
         self.prefix: bytes | None = None  # mount prefix removed by strip_prefix
+        self.sent_host: bytes | None = None  # the Host the origin got, when not the client's
         # The hooks' view of this request (bastion.hooks.Request), made by the first hook
         # that runs; typed loosely as the core does not know hooks.
         self.hook_request: object = None

@@ -13,7 +13,7 @@ from bastion.filters.header_policy import (
     compile_value,
     header_policy_filters,
 )
-from bastion.filters.rewrite import RewriteHeaders
+from bastion.filters.rewrite import RewriteHeaders, SentHost
 from bastion.http.events import Framing, RequestHead, ResponseHead
 from bastion.http.target import parse_target
 from bastion.proxy.context import ClientInfo, RequestContext
@@ -230,5 +230,10 @@ def test_a_route_without_headers_has_no_policy_filter() -> None:
 
 def test_request_edits_run_after_the_forwarding_headers() -> None:
     route = compiled(b"/edited")
-    assert [type(f) for f in route.upstream_filters] == [ForwardedHeaders, RequestHeaderPolicy]
+    # (SentHost, last, only notes the Host for the rewrite filter: it edits nothing.)
+    assert [type(f) for f in route.upstream_filters] == [
+        ForwardedHeaders,
+        RequestHeaderPolicy,
+        SentHost,
+    ]
     assert [type(f) for f in route.response_filters] == [ResponseHeaderPolicy, RewriteHeaders]
