@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bastion.config.balancing import status_bounds
 from bastion.config.model import (
@@ -96,18 +96,7 @@ class Plan:
     received_filters: tuple[Filter, ...] = ()
     # Answers to requests no route took (404, 405, a bad target, a reply before routing)
     # still pass the server-wide filters' response and log phases through this stand-in.
-    unrouted: CompiledRoute = CompiledRoute(
-        label="-",
-        site="-",
-        client_auth="off",
-        upstream=None,
-        max_body=0,
-        websocket=False,
-        request_filters=(),
-        upstream_filters=(),
-        response_filters=(),
-        routed=False,
-    )
+    unrouted: CompiledRoute = field(default_factory=lambda: _unrouted(()))
 
 
 Upstreams = Mapping[str, UpstreamPlan]
