@@ -250,6 +250,7 @@ def nginx_spec(
     cpus: frozenset[int] | None,
     tls: TLSListener | None = None,
     h2: TLSListener | None = None,
+    workers: int = 1,
 ) -> LaunchSpec:
     """Write nginx.conf into workdir (from nginx.conf.template) and describe the nginx command.
 
@@ -263,7 +264,7 @@ def nginx_spec(
     h2_server = ""
     if h2 is not None:
         h2_server = _substitute("nginx-h2.conf.template", tls=_nginx_tls_lines(h2, "ssl http2"))
-    values = {"workdir": workdir, "port": port, "origin_port": origin_port}
+    values = {"workdir": workdir, "port": port, "origin_port": origin_port, "workers": workers}
     render("nginx.conf.template", conf, tls=tls_lines, h2_server=h2_server, **values)
     workdir.chmod(0o755)  # nginx workers run as an unprivileged user when started as root
     argv = [nginx, "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(conf)]
@@ -290,6 +291,7 @@ def bastion_spec(
     cpus: frozenset[int] | None,
     tls: TLSListener | None = None,
     h2: TLSListener | None = None,
+    workers: int = 1,
 ) -> LaunchSpec:
     """Write bastion.toml and describe `bastion run -c FILE` (or `python -m bastion.cli`).
 
@@ -306,7 +308,7 @@ def bastion_spec(
     if certificate is not None:
         chain, key = (json.dumps(str(p)) for p in (certificate.chain, certificate.key))
         site_tls = f"tls = {{ certificate = {chain}, key = {key} }}\n"
-    values = {"port": port, "origin_port": origin_port}
+    values = {"port": port, "origin_port": origin_port, "workers": workers}
     render("bastion.toml.template", conf, tls_listen=tls_listen, site_tls=site_tls, **values)
     argv = [*bastion_command(), "run", "-c", str(conf)]
     return LaunchSpec(

@@ -51,7 +51,9 @@ def _run(path: Path) -> int:
 
     from bastion.config import load_config
     from bastion.observe.logs import setup_error_log
-    from bastion.runtime.server import serve_forever
+    from bastion.runtime.node_host import SharedNode, admin_component
+    from bastion.runtime.supervisor import Supervisor
+    from bastion.runtime.worker import exit_now
 
     try:
         config = load_config(path)
@@ -59,14 +61,28 @@ def _run(path: Path) -> int:
         print(error, file=sys.stderr)
         return 1
     setup_error_log(config.log.level)
+
+    async def supervise() -> int:
+        supervisor = Supervisor(path)
+        shared = SharedNode(supervisor.generation.config)
+        shared.plug_into(supervisor)
+        if supervisor.generation.config.admin.listen is not None:
+            supervisor.add_component(lambda s: admin_component(s, shared))
+        try:
+            return await supervisor.run()
+        finally:
+            shared.close()
+
     try:
-        return uvloop.run(serve_forever(path))
+        status = uvloop.run(supervise())
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
     except OSError as error:
         print(f"bastion: cannot start: {error}", file=sys.stderr)
         return 1
+    exit_now(status)  # workers and listeners are closed, logs flushed: skip the teardown
+    return status
 
 
 if __name__ == "__main__":

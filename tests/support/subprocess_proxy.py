@@ -69,6 +69,12 @@ class BastionProcess:
         return self.stderr_path.read_text(errors="replace")
 
 
+def without_admin(toml: str) -> str:
+    """`toml` with the admin listener off unless it configures one: its default address
+    (127.0.0.1:9901) is one port, which tests running side by side would fight over."""
+    return toml if "[admin]" in toml else toml + '\n[admin]\nlisten = "off"\n'
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (another process may take it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -140,7 +146,7 @@ async def bastion_process(
     bastion: BastionProcess | None = None
     for _ in range(START_ATTEMPTS):
         port = free_port()
-        config_path.write_text(toml.replace(LISTEN_PLACEHOLDER, f'"{HOST}:{port}"'))
+        config_path.write_text(without_admin(toml.replace(LISTEN_PLACEHOLDER, f'"{HOST}:{port}"')))
         bastion = await _start_once(config_path, stderr_path, port, start_timeout)
         if bastion is not None:
             break

@@ -40,6 +40,8 @@ class Change(enum.Enum):
     EJECTED = "ejected"  # passive: too many failures, or a failure on probation
     PROBATION = "probation"  # passive: ejection over, usable again on trial
     RECOVERED = "recovered"  # passive: a success on probation
+    DRAINED = "drained"  # an operator took it out of rotation (admin API)
+    ENABLED = "enabled"  # an operator put it back
 
 
 # A judge's verdict before it is tied to a server: what changed, and why (for the log).
@@ -183,6 +185,16 @@ class PassiveHealth:
             return None
         return self._eject(now, f"{policy.failures} failures within {policy.window:g}s")
 
+    def eject_until(self, deadline: float, now: float) -> Step | None:
+        """Take an ejection decided elsewhere (another worker of the node) that lasts until
+        `deadline`; nothing when already ejected at least that long, or when it is over."""
+        if deadline <= now or (self.ejected and self.ejected_until >= deadline):
+            return None
+        self.state = PassiveState.EJECTED
+        self.ejected_until = deadline
+        self._failures.clear()
+        return Change.EJECTED, f"ejected by another worker for {deadline - now:.3g}s"
+
     def _eject(self, now: float, why: str) -> Step:
         policy = self.policy
         rested = int(max(now - self._usable_since, 0.0) // policy.eject)
@@ -203,7 +215,7 @@ class ServerHealth:
     ejection ends on time even when no request reaches the server.
     """
 
-    __slots__ = ("active", "passive", "server", "slow_start", "usable_since")
+    __slots__ = ("active", "drained", "passive", "server", "slow_start", "usable_since")
 
     def __init__(
         self,
@@ -220,6 +232,7 @@ class ServerHealth:
         # When the server last went from unusable to usable; None: usable from the start,
         # so no ramp (every server starting together would ramp together for nothing).
         self.usable_since: float | None = None
+        self.drained = False  # an operator's drain: no new requests, in-flight ones finish
         server.usable = self._judged_usable()
 
     @property
@@ -263,6 +276,22 @@ class ServerHealth:
             self.active = ActiveHealth()
         return self._settle(now, self.active.force(up))
 
+    def set_drained(self, drained: bool, now: float) -> tuple[HealthEvent, ...]:
+        """Take the server out of rotation (`drained`) or put it back, whatever its health."""
+        if drained == self.drained:
+            return ()
+        self.drained = drained
+        if drained:
+            return self._settle(now, (Change.DRAINED, "at an operator's request"))
+        return self._settle(now, (Change.ENABLED, "at an operator's request"))
+
+    def eject_until(self, deadline: float, now: float) -> tuple[HealthEvent, ...]:
+        """A passive ejection decided by another worker, until `deadline` (monotonic)."""
+        passive = self.passive
+        if passive is None:
+            return ()
+        return self._settle(now, passive.eject_until(deadline, now))
+
     def share(self, now: float) -> float:
         """The slow-start share of its normal traffic the server may take now (1.0: all)."""
         if self.slow_start is None:
@@ -279,7 +308,8 @@ class ServerHealth:
 
     def _judged_usable(self) -> bool:
         active_up = self.active is None or self.active.up
-        return active_up and (self.passive is None or not self.passive.ejected)
+        passive_ok = self.passive is None or not self.passive.ejected
+        return active_up and passive_ok and not self.drained
 
     def _settle(self, now: float, *steps: Step | None) -> tuple[HealthEvent, ...]:
         done = [step for step in steps if step is not None]

@@ -11,14 +11,32 @@ own (times are passed in).
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 # Time constant of the latency average (seconds): a sample this old weighs 1/e of a new one,
 # and an estimate not refreshed for this long has decayed to 1/e of its value.
 LATENCY_DECAY = 10.0
 
 
+class NodeCounts(Protocol):
+    """The server's cells in the node's shared state (bastion.state), when workers share it."""
+
+    def add_in_flight(self, delta: int) -> None:
+        """This process's count moved by `delta`."""
+
+    def in_flight_total(self) -> int:
+        """Requests on the server across the node's processes."""
+
+    def set_latency(self, seconds: float) -> None:
+        """The latest latency average, for the admin view."""
+
+
 class ServerState:
-    """One origin server of an upstream, as the balancers see it."""
+    """One origin server of an upstream, as the balancers see it.
+
+    `in_flight` is this process's count (what balancers weigh); with `shared` set (workers
+    sharing node state), `full` judges `max_conns` by the node-wide count instead.
+    """
 
     __slots__ = (
         "backup",
@@ -28,6 +46,7 @@ class ServerState:
         "latency",
         "latency_at",
         "max_conns",
+        "shared",
         "usable",
         "weight",
     )
@@ -52,11 +71,16 @@ class ServerState:
         self.usable = True  # health checks and passive tracking let it take requests
         self.latency = 0.0  # seconds, moving average of response times (0: none seen)
         self.latency_at = 0.0  # when `latency` was last updated (monotonic seconds)
+        self.shared: NodeCounts | None = None  # the node-wide counts, when workers share them
 
     @property
     def full(self) -> bool:
-        """At `max_conns`: the next request must wait."""
-        return 0 < self.max_conns <= self.in_flight
+        """At `max_conns` (node-wide when shared): the next request must wait."""
+        if self.max_conns <= 0:
+            return False
+        shared = self.shared
+        in_flight = self.in_flight if shared is None else shared.in_flight_total()
+        return self.max_conns <= in_flight
 
     def observe_latency(self, seconds: float, now: float) -> None:
         """Fold one response time into the latency average, a "peak EWMA".

@@ -23,12 +23,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
     StrictBool,
     field_validator,
     model_validator,
 )
 
+from bastion.config.admin import AdminSettings as AdminSettings
 from bastion.config.headers import HeaderEdits as HeaderEdits
 from bastion.config.headers import HeaderPolicySettings as HeaderPolicySettings
 from bastion.config.hooks import NO_OPTIONS, HookList, HookOptions, hook_options_problems
@@ -44,6 +46,7 @@ from bastion.config.upstream import UpstreamSettings as UpstreamSettings
 from bastion.config.upstream import UpstreamTimeouts as UpstreamTimeouts
 from bastion.config.values import (
     AddressValue,
+    DocType,
     Duration,
     FrozenMapping,
     HostPattern,
@@ -56,10 +59,23 @@ from bastion.config.values import (
     RoutePath,
     Size,
 )
-from bastion.units import Address, is_ip_literal
+from bastion.units import Address, describe_value, is_ip_literal
 
 KIB = 1024
 MIB = 1024 * KIB
+
+
+def _worker_count(value: object) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f'expected a number of at least 1 or "auto", got {describe_value(value)}')
+
+
+WorkerCount = Annotated[
+    int | Literal["auto"], PlainValidator(_worker_count), DocType('integer or `"auto"`')
+]
 
 
 class ServerSettings(BaseModel):
@@ -67,6 +83,22 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    workers: WorkerCount = Field(
+        default="auto",
+        description='Worker processes sharing the listeners: a number, or `"auto"` for one '
+        "per CPU core. A worker that dies is replaced; a reload starts a new set.",
+    )
+    user: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None,
+        description="The user the workers run as (with that user's primary group), after the "
+        "supervisor has bound the listeners; bastion must be started as root to use it.",
+    )
+    max_connections: Annotated[int, Field(ge=1, strict=True)] = Field(
+        default=10000,
+        description="Client connections one worker serves at once; beyond it the worker "
+        "stops accepting and new connections wait in the kernel backlog (or go to another "
+        "worker).",
+    )
     graceful_timeout: Duration = Field(
         default=30.0, description="How long reload and shutdown let in-flight requests finish."
     )
@@ -332,6 +364,9 @@ class BastionConfig(BaseModel):
 
     server: ServerSettings = Field(default=ServerSettings(), description="Process-wide settings.")
     log: LogSettings = Field(default=LogSettings(), description="Access and error logs.")
+    admin: AdminSettings = Field(
+        default=AdminSettings(), description="The admin API, metrics and dashboard listener."
+    )
     listen: Annotated[tuple[ListenSettings, ...], Field(min_length=1)] = Field(
         description="Listeners (`[[listen]]`); at least one."
     )

@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 # Lingering close: how long to keep reading a client that is still sending after its answer.
 _LINGER_IDLE = 2.0  # close after this long without input
 _LINGER_TOTAL = 10.0  # and after this long in all
+# Graceful stop: how long an idle keep-alive connection still reads (and drops) a request
+# that crossed our FIN, so that closing never resets it; and how long a connection that has
+# sent nothing yet (accepted just before the stop) may still send its first request.
+_DRAIN_LINGER = 0.25
+_DRAIN_FIRST_REQUEST = 1.0
 # Framing members as module globals: `Framing.X` is a slow lookup on every access (EnumType
 # defines __getattr__, so CPython 3.11 cannot specialise it); a global load is cheap.
 _FRAMING_CHUNKED, _FRAMING_CLOSE = Framing.CHUNKED, Framing.CLOSE
@@ -123,6 +128,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._lingering = False
         self._linger_until = 0.0
+        self._fresh = True  # no request begun yet
         self._chunked_out = False  # the current response is sent chunked
         self._pending_head = b""  # a response head waiting for its first body bytes
 
@@ -228,9 +234,8 @@ class DownstreamConnection(asyncio.Protocol):
             return
         self.client = client_info(transport, self._listener, pipeline, self._relayed)
         self._registry.add(self)
-        if self._registry.draining:
-            self._closing = True
-            transport.close()
+        if self._registry.draining:  # accepted just before the stop: serve its first request
+            self._arm_timer(min(limits.header_timeout, _DRAIN_FIRST_REQUEST))
             return
         self._arm_timer(limits.header_timeout)
 
@@ -333,6 +338,7 @@ class DownstreamConnection(asyncio.Protocol):
         pipeline = self._pipeline_ref.pipeline
         ctx = RequestContext(head, self.client, time.monotonic())
         exchange = Exchange(ctx, self, self.loop)
+        self._fresh = False
         if self._registry.draining:
             exchange.close_after = True
         self._exchange = exchange
@@ -382,10 +388,18 @@ class DownstreamConnection(asyncio.Protocol):
             self.resume_reading()
 
     def close_when_idle(self) -> None:
-        """Graceful stop: close now if idle, else after the current response."""
+        """Graceful stop: close now if idle, else after the current response.
+
+        An idle connection is half-closed and lingers briefly, so a request already on its
+        way is read and dropped (the client sees our FIN and retries) instead of reset; one
+        that has not sent its first request yet gets a short while to send it."""
+        if self._closing:
+            return
         if self._exchange is None and self._tunnel is None and self.transport is not None:
-            self._closing = True
-            self.transport.close()
+            if self._fresh:
+                self._rearm_timer(_DRAIN_FIRST_REQUEST)
+            else:
+                self._close_after_reply(lingering=True, linger=_DRAIN_LINGER)
         elif self._exchange is not None:
             self._exchange.close_after = True
 
@@ -409,7 +423,7 @@ class DownstreamConnection(asyncio.Protocol):
         log.info("refused request from %s: %s", self.client.peer_ip if self.client else "-", error)
         self._close_after_reply(lingering=True)
 
-    def _close_after_reply(self, lingering: bool) -> None:
+    def _close_after_reply(self, lingering: bool, linger: float = _LINGER_TOTAL) -> None:
         """Close once the answer is out. With `lingering`, the client may still be sending
         (a body we refused or did not wait for): closing with unread input would make the
         kernel send a reset that can destroy the answer in flight, so — like nginx's
@@ -426,13 +440,20 @@ class DownstreamConnection(asyncio.Protocol):
         if self._read_paused:
             self._read_paused = False
             transport.resume_reading()
-        self._linger_until = self.loop.time() + _LINGER_TOTAL
-        self._arm_timer(_LINGER_IDLE)
+        self._linger_until = self.loop.time() + linger
+        self._rearm_timer(min(_LINGER_IDLE, linger))
 
     def _arm_timer(self, timeout: float) -> None:
         self._deadline = self.loop.time() + timeout
         if self._timer is None:
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
+
+    def _rearm_timer(self, timeout: float) -> None:
+        """Like `_arm_timer`, also when the timer is already set for later."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._arm_timer(timeout)
 
     def _cancel_timer(self) -> None:
         self._deadline = 0.0

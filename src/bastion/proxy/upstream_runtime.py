@@ -16,6 +16,12 @@ asks for per attempt, `acquire(ctx, tried)`:
 their state, health and sticky pins; a server that left only finishes what it has in flight.
 `ServerState.index` is a stable id (never reused), not a position. Nothing here touches
 sockets; the queue's futures are the only asyncio.
+
+Workers of one node share what they learn through `share(node)` (bastion.state): each server
+is linked to its slot, in-flight counts go to this worker's column there (`max_conns` is
+judged by the node-wide sum), health verdicts, ejections and drains written by any process
+are taken in when the node's change counter moved (one integer read per request), learned
+sticky sessions live in the node's table, and the queue polls for slots other workers free.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ from bastion.proxy.server_set import (
     static_specs,
 )
 from bastion.proxy.waiting_room import WaitingRoom
+from bastion.state import NodeState, SharedSessions, SlotLink
+from bastion.state.layout import HEALTH_UNCHECKED, HEALTH_UP
+from bastion.state.node import NodeStateError
 
 if TYPE_CHECKING:
     from bastion.config.model import UpstreamSettings
@@ -56,6 +65,8 @@ log = logging.getLogger(__name__)
 
 KeyOf = Callable[["RequestContext"], bytes | None]
 RETIRED_KEPT = 256  # servers that left the set, still found by id (pinned NTLM connections)
+QUEUE_POLL = 0.005  # seconds: how often a worker's queue looks for slots others freed
+EJECTION_SLACK = 0.05  # seconds: a shared ejection this close to ours is ours
 
 
 class UpstreamRuntime:
@@ -68,15 +79,22 @@ class UpstreamRuntime:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self._clock = clock
+        self._wall = wall  # times shared with other processes are wall-clock
+        self._node: NodeState | None = None
+        self._links: dict[int, SlotLink] = {}  # by server id, servers of the set
+        self._by_slot: dict[int, ServerState] = {}  # slot number -> server of the set
+        self._seen = 0  # the node's change counter when its cells were last read
         self._rng = rng or random.Random()
         self._settings = settings
         self.static: tuple[ServerSpec, ...] = static_specs(settings)
         self.named: tuple[NamedEntry, ...] = named_entries(settings)
         self.states: tuple[ServerState, ...] = ()
         self.healths: dict[int, ServerHealth] = {}  # by ServerState.index (a stable id)
+        self.check_details: dict[int, str] = {}  # what each server's last active check saw
         self._by_id: dict[int, LiveServer] = {}
         self._by_key: dict[tuple[str, str, int], LiveServer] = {}
         self._retired: OrderedDict[int, LiveServer] = OrderedDict()
@@ -95,7 +113,7 @@ class UpstreamRuntime:
             settings.queue.max, settings.queue.timeout
         )
         self.cookie: StickyCookie | None = None
-        self.learned: LearnedSessions | None = None
+        self.learned: LearnedSessions | SharedSessions | None = None
         sticky = settings.sticky
         self._cookie_key = b""
         if sticky is not None and sticky.cookie is not None:
@@ -148,10 +166,16 @@ class UpstreamRuntime:
         state = LiveServer(self._next_id, spec, server_plan(spec, self._settings))
         self._next_id += 1
         self.healths[state.index] = self._health(state, self._settings)
+        if self._node is not None:
+            self._link(state)
         return state
 
     def _retire(self, state: LiveServer) -> None:
         self.healths.pop(state.index, None)
+        link = self._links.pop(state.index, None)
+        if link is not None and self._by_slot.get(link.slot) is state:
+            del self._by_slot[link.slot]
+        self.check_details.pop(state.index, None)
         self._retired[state.index] = state
         while len(self._retired) > RETIRED_KEPT:
             self._retired.popitem(last=False)
@@ -201,9 +225,98 @@ class UpstreamRuntime:
             ):
                 health.passive = before.passive
             health.usable_since = before.usable_since
+            health.drained = before.drained
             state.usable = health.judged_usable()
         self._plan_tick()
         self._tick_if_due(now)
+
+    # -- node state shared with the other workers -----------------------------------------
+
+    def share(self, node: NodeState) -> None:
+        """Keep this upstream's per-node state in `node`, with the node's other workers: from
+        now on the servers' slots say what every worker sees (see the module docstring)."""
+        self._node = node
+        sticky = self._settings.sticky
+        if self.learned is not None and sticky is not None and sticky.learn is not None:
+            self.learned = SharedSessions(node, self.name, sticky.learn, ttl=sticky.ttl)
+        self.room.poll = QUEUE_POLL
+        self._seen = node.changes
+        for state in self.states:
+            self._link(state)
+
+    def _link(self, state: ServerState) -> None:
+        """Bind `state` to its slot and take in what the node knows of it."""
+        node = cast(NodeState, self._node)
+        try:
+            link = node.bind(
+                self.name,
+                state.label,
+                weight=state.weight,
+                max_conns=state.max_conns,
+                backup=state.backup,
+            )
+        except NodeStateError as error:
+            log.warning("upstream %s: %s not shared: %s", self.name, state.label, error)
+            return
+        self._links[state.index] = link
+        self._by_slot[link.slot] = state
+        state.shared = link
+        self._take_in(state, link)
+
+    def _sync(self) -> None:
+        """The node's change counter moved: re-read the slots of this upstream's servers."""
+        self._seen = cast(NodeState, self._node).changes
+        for state in self.states:
+            link = self._links.get(state.index)
+            if link is not None:
+                self._take_in(state, link)
+        if self.room:
+            self.room.slot_freed()
+
+    def _take_in(self, state: ServerState, link: SlotLink) -> None:
+        """Apply the slot's drain, active verdict and ejection to the local health."""
+        health = self.healths.get(state.index)
+        if health is None:
+            return
+        now = self._clock()
+        events = list(health.set_drained(link.drained, now))
+        verdict = link.health
+        if verdict != HEALTH_UNCHECKED and health.active is not None:
+            events += health.set_active(verdict == HEALTH_UP, now)
+        until = link.ejected_until
+        passive = health.passive
+        if until and passive is not None:
+            deadline = now + (until - self._wall())
+            if not (passive.ejected and abs(passive.ejected_until - deadline) < EJECTION_SLACK):
+                events += health.eject_until(deadline, now)
+        if events:
+            self._plan_tick()
+            for event in events:
+                log.debug("upstream %s: %s (from the node's shared state)", self.name, event)
+
+    def _publish_ejection(self, state: ServerState, health: ServerHealth, now: float) -> None:
+        """This worker ejected `state`: every worker of the node honours it."""
+        link = self._links.get(state.index)
+        passive = health.passive
+        if link is not None and passive is not None and passive.ejected:
+            link.eject(self._wall() + (passive.ejected_until - now))
+
+    def _session_now(self) -> float:
+        """The learn table's clock: wall-clock when shared between processes."""
+        return self._wall() if self._node is not None else self._clock()
+
+    def _learnt(self, index: int | None) -> ServerState | None:
+        """The server a learn-table entry names (a slot number when shared)."""
+        if index is None:
+            return None
+        return self._by_slot.get(index) if self._node is not None else self._by_id.get(index)
+
+    def _learn_index(self, state: ServerState) -> int | None:
+        """What the learn table stores for `state` (its slot number when shared)."""
+        if self._node is None:
+            return state.index
+        link = self._links.get(state.index)
+        return link.slot if link is not None else None
 
     def _tick_if_due(self, now: float) -> None:
         if self._next_deadline is not None and now >= self._next_deadline:
@@ -247,6 +360,9 @@ class UpstreamRuntime:
 
         Raises NO_SERVER when no server is usable, QUEUE_FULL when the queue is full.
         """
+        node = self._node
+        if node is not None and node.changes != self._seen:
+            self._sync()
         if self._next_deadline is not None and self._clock() >= self._next_deadline:
             self._tick()
         if not self.room:
@@ -255,7 +371,18 @@ class UpstreamRuntime:
                 return state
         if not self._any_usable(tried):
             raise ProxyError(ErrorKind.NO_SERVER, f"no usable server in upstream {self.name}")
+        if node is not None:
+            return self.room.enter(lambda: self._take_shared(ctx, tried))
         return self.room.enter(lambda: self._take(ctx, tried))
+
+    def _take_shared(
+        self, ctx: RequestContext, tried: Collection[ServerState]
+    ) -> ServerState | None:
+        """`_take` for a queued request of a worker sharing node state (the queue polls)."""
+        node = cast(NodeState, self._node)
+        if node.changes != self._seen:
+            self._sync()
+        return self._take(ctx, tried)
 
     def _take(self, ctx: RequestContext, tried: Collection[ServerState]) -> ServerState | None:
         """Count the request in flight on the server it goes to; None: it must wait."""
@@ -263,6 +390,9 @@ class UpstreamRuntime:
         if state is None or not state.usable or state in tried:
             key = self._key_of(ctx) if self._key_of is not None else None
             state = self._pick(key, tried)
+            while state is not None and state.shared is not None and state.full:
+                tried = {*tried, state}  # full across the node: balancers see local counts
+                state = self._pick(key, tried)
         elif state.full:
             return None  # a pinned client waits for its server rather than losing its session
         if state is None:
@@ -273,6 +403,9 @@ class UpstreamRuntime:
     def occupy(state: ServerState) -> ServerState:
         """Count a request in flight on `state` (`release` ends it)."""
         state.in_flight += 1
+        shared = state.shared
+        if shared is not None:
+            shared.add_in_flight(1)
         return state
 
     def _pinned(self, ctx: RequestContext) -> ServerState | None:
@@ -282,8 +415,8 @@ class UpstreamRuntime:
             position = self.cookie.pinned(_cookie_headers(ctx.head.headers))
             state = self.states[position] if position is not None else None
         elif self.learned is not None:
-            index = self.learned.pinned(_cookie_headers(ctx.head.headers), self._clock())
-            state = self._by_id.get(index) if index is not None else None
+            index = self.learned.pinned(_cookie_headers(ctx.head.headers), self._session_now())
+            state = self._learnt(index)
         ctx.sticky_index = state.index if state is not None else None
         return state
 
@@ -331,7 +464,9 @@ class UpstreamRuntime:
             pinned = None if ctx.sticky_index is None else self._position.get(ctx.sticky_index)
             return self.cookie.repin(pinned, chosen, secure=ctx.client.tls is not None)
         if self.learned is not None and ctx.sticky_index not in (None, state.index):
-            self.learned.repin(_cookie_headers(ctx.head.headers), state.index, self._clock())
+            index = self._learn_index(state)
+            if index is not None:
+                self.learned.repin(_cookie_headers(ctx.head.headers), index, self._session_now())
         return None
 
     def learn_session(
@@ -340,23 +475,32 @@ class UpstreamRuntime:
         """Learn mode: remember the session cookie the server just set."""
         if self.learned is not None:
             set_cookies = [value for name, value in response_headers if name == b"set-cookie"]
-            if set_cookies:
-                self.learned.learn(set_cookies, state.index, self._clock())
+            index = self._learn_index(state)
+            if set_cookies and index is not None:
+                self.learned.learn(set_cookies, index, self._session_now())
 
     # -- results ----------------------------------------------------------------------
 
     def release(self, state: ServerState, *, failed: bool, latency: float | None = None) -> None:
         """An attempt on `state` is over: `failed` counts for passive health."""
         state.in_flight -= 1
+        shared = state.shared
+        if shared is not None:
+            shared.add_in_flight(-1)
         now = self._clock()
         health = self.healths.get(state.index)
         if health is None:
             pass  # the server left the set (DNS): nothing to track any more
         elif failed:
-            self._log(health.failure(now))
+            events = health.failure(now)
+            self._log(events)
+            if events and shared is not None:
+                self._publish_ejection(state, health, now)
         else:
             if latency is not None:
                 state.observe_latency(latency, now)
+                if shared is not None:
+                    shared.set_latency(state.latency)
             self._log(health.success(now))
         if self.room:
             self.room.slot_freed()
@@ -366,10 +510,25 @@ class UpstreamRuntime:
         health = self.healths.get(index)
         if health is None:
             return  # the server left the set while it was being checked
+        self.check_details[index] = detail
         events = health.check(passed, self._clock())
         self._log(events, f" (check: {detail})")
+        link = self._links.get(index)
+        if link is not None and health.active is not None:
+            link.record_check(health.active.up, detail, self._wall())
         if events and self.room:
             self.room.slot_freed()
+
+    def set_drained(self, index: int, drained: bool) -> bool:
+        """Drain the server with id `index` (no new requests, sticky pins included; those in
+        flight finish) or enable it again; False when no server of the set has that id."""
+        health = self.healths.get(index)
+        if health is None:
+            return False
+        self._log(health.set_drained(drained, self._clock()))
+        if self.room:
+            self.room.slot_freed()  # an enabled server may take a queued request
+        return True
 
     def _tick(self) -> None:
         """End ejections that are over (so an idle server comes back on time)."""

@@ -6,6 +6,9 @@ server is chosen and counted before it wakes), so nobody overtakes and no slot i
 twice. A waiter leaves with a server, with QUEUE_TIMEOUT after `timeout`, or by being
 cancelled (its client went away). Past `max_waiting`, requests are refused at once
 (QUEUE_FULL). Both refusals are 503s with Retry-After.
+
+When other processes free slots too (workers sharing node state), nothing here hears of it:
+with `poll` set, the queue retries its oldest waiters every `poll` seconds while any wait.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ class WaitingRoom(Generic[Slot]):
     pick, which also counts the request in flight — and returns None when all are taken.
     """
 
-    def __init__(self, max_waiting: int, timeout: float) -> None:
+    def __init__(self, max_waiting: int, timeout: float, *, poll: float | None = None) -> None:
         self.max_waiting = max_waiting
         self.timeout = timeout
+        self.poll = poll  # seconds between retries while requests wait; None: only when told
         self._waiters: deque[_Waiter[Slot]] = deque()
+        self._poller: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -64,7 +69,16 @@ class WaitingRoom(Generic[Slot]):
         waiter.timer = loop.call_later(self.timeout, self._expire, waiter)
         waiter.future.add_done_callback(lambda _: self._leave(waiter))
         self._waiters.append(waiter)
+        if self.poll is not None and self._poller is None:
+            self._poller = loop.call_later(self.poll, self._poll)
         return waiter.future
+
+    def _poll(self) -> None:
+        """Retry the oldest waiters (slots freed elsewhere); again later while some wait."""
+        self._poller = None
+        self.slot_freed()
+        if self._waiters and self.poll is not None:
+            self._poller = asyncio.get_running_loop().call_later(self.poll, self._poll)
 
     def slot_freed(self) -> None:
         """A slot may be free: hand it to the oldest waiters that can use one."""

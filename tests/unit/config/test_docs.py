@@ -58,6 +58,7 @@ def test_sections_follow_the_file_layout() -> None:
         "## `[server]`",
         "## `[[server.hooks]]`",
         "## `[log]`",
+        "## `[admin]`",
         "## `[[listen]]`",
         "## `[[site]]`",
         "## `[site.tls]`",

@@ -186,18 +186,18 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
     [
         (
             config_text(top="tlz = 1"),
-            'edge.toml: tlz: unknown key "tlz" (allowed here: server, log, listen, site, upstream)',
-        ),
-        (
-            config_text(top='[admin]\nlisten = "127.0.0.1:9901"'),
-            'edge.toml: admin: unknown key "admin" (allowed here: server, log, listen, site, '
+            'edge.toml: tlz: unknown key "tlz" (allowed here: server, log, admin, listen, site, '
             "upstream)",
         ),
         (
-            config_text(top="[server]\nworkers = 4"),
-            'edge.toml: server.workers: unknown key "workers" (allowed here: graceful_timeout, '
-            "trusted_proxies, max_header_size, max_uri_size, header_timeout, keepalive_timeout, "
-            "body_timeout, resolver, hooks, hook_options)",
+            config_text(top="[admin]\nport = 9901"),
+            'edge.toml: admin.port: unknown key "port" (allowed here: listen, token, token_file)',
+        ),
+        (
+            config_text(top="[server]\nworker = 4"),
+            'edge.toml: server.worker: unknown key "worker" (allowed here: workers, user, '
+            "max_connections, graceful_timeout, trusted_proxies, max_header_size, max_uri_size, "
+            "header_timeout, keepalive_timeout, body_timeout, resolver, hooks, hook_options)",
         ),
         (
             config_text(listen="tlz = true"),
@@ -438,15 +438,15 @@ def test_missing_required_keys() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     text = config_text(
-        top='[server]\ngraceful_timeout = "soon"\nworkers = 2',
+        top='[server]\ngraceful_timeout = "soon"\nworkers = 0',
         listen="http2 = true",
         route='  websocket = "yes"',
         upstream='balance = "fastest"',
     )
     problems = problems_of(text)
     assert [line.split(": ")[1] for line in problems] == [
-        "server.graceful_timeout",
         "server.workers",
+        "server.graceful_timeout",
         "listen[0].http2",
         "site[0].route[0].websocket",
         "upstream.app.balance",
