@@ -30,6 +30,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -243,8 +245,12 @@ class AccessLog:
         self._fd: int | None = None
         self._failing = False
         self._dropped_lines = 0
+        # Writes to a pipe are atomic only up to PIPE_BUF: several worker processes share
+        # stdout, so a flush into a pipe goes in pieces of whole lines within that size.
+        self._atomic_limit: int | None = None
         if destination == "stdout":
             self._fd = _STDOUT_FD
+            self._atomic_limit = _pipe_limit(_STDOUT_FD)
         elif destination != "off":
             self._fd = _open_append(destination)
             self._path = destination
@@ -276,9 +282,11 @@ class AccessLog:
             return
         data, self._buffer = self._buffer, bytearray()
         pending = memoryview(data)
+        limit = self._atomic_limit
         try:
             while pending:
-                pending = pending[os.write(self._fd, pending) :]
+                piece = pending if limit is None else _whole_lines(pending, limit)
+                pending = pending[os.write(self._fd, piece) :]
         except OSError as exc:
             self._drop(pending, exc)
         else:
@@ -332,3 +340,24 @@ class AccessLog:
 
     def _describe(self) -> str:
         return self._path if self._path is not None else "stdout"
+
+
+def _pipe_limit(fd: int) -> int | None:
+    """PIPE_BUF when `fd` is a pipe (or FIFO), else None (no limit needed)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return None
+    return select.PIPE_BUF if stat.S_ISFIFO(mode) else None
+
+
+def _whole_lines(pending: memoryview, limit: int) -> memoryview:
+    """The longest run of whole lines at the start of `pending` within `limit` bytes (a
+    single longer line goes whole: it cannot be written atomically anyway)."""
+    if len(pending) <= limit:
+        return pending
+    cut = bytes(pending[:limit]).rfind(b"\n")
+    if cut >= 0:
+        return pending[: cut + 1]
+    end = bytes(pending).find(b"\n", limit)
+    return pending if end < 0 else pending[: end + 1]

@@ -408,3 +408,37 @@ def _close_descriptors_of(path: Path) -> None:
 
 def _request_id(line: str) -> str:
     return line.split(" rid=", 1)[1].split(" ", 1)[0]
+
+
+def test_stdout_into_a_pipe_is_written_in_whole_lines_within_pipe_buf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Worker processes share stdout: a write into a pipe is atomic only up to PIPE_BUF, so
+    # a flush goes in pieces of whole lines no bigger than that and lines never interleave.
+    import select
+
+    from bastion.observe import access_log as module
+
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(module, "_STDOUT_FD", write_end)
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def spy(fd: int, data: bytes | memoryview) -> int:
+        if fd == write_end:
+            writes.append(bytes(data))
+        return real_write(fd, data)
+
+    flushes: list[Callable[[], None]] = []
+    log = AccessLog("stdout", "combined", schedule=flushes.append)
+    for index in range(100):
+        log.write(served_record(user_agent=f"agent-{index}-" + "x" * 100))
+    monkeypatch.setattr(module.os, "write", spy)
+    log.flush()
+    monkeypatch.undo()
+    written = b"".join(writes)
+    assert len(written) > 3 * select.PIPE_BUF and len(writes) > 3
+    assert all(len(piece) <= select.PIPE_BUF and piece.endswith(b"\n") for piece in writes)
+    assert os.read(read_end, 1 << 16) == written
+    os.close(read_end)
+    os.close(write_end)
