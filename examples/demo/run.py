@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,9 @@ from origin import start_origin
 CONFIG = """\
 [log]
 format = "combined"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
 
 [[listen]]
 address = "127.0.0.1:{port}"
@@ -54,6 +58,12 @@ def _fetch(url: str, headers: dict[str, str]) -> str:
         return str(response.read().decode())
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 async def _wait_ready(url: str) -> None:
     for _ in range(100):
         try:
@@ -68,7 +78,8 @@ async def main(port: int, seconds: float | None) -> None:
     origin = await start_origin()
     origin_port = origin.sockets[0].getsockname()[1]
     config = Path(tempfile.mkdtemp()) / "demo.toml"
-    config.write_text(CONFIG.format(port=port, origin_port=origin_port))
+    admin_port = _free_port()
+    config.write_text(CONFIG.format(port=port, origin_port=origin_port, admin_port=admin_port))
     proxy = subprocess.Popen([sys.executable, "-m", "bastion.cli", "run", "-c", str(config)])
     try:
         base = f"http://127.0.0.1:{port}"
@@ -82,6 +93,8 @@ async def main(port: int, seconds: float | None) -> None:
         print(f"  curl -i {base}/app/hello     # mounted under /app, the origin sees /hello")
         print(f"  curl -i {base}/old           # a redirect route")
         print(f"  curl -i --path-as-is {base}/../../etc  # 400: the path climbs above the root")
+        print(f"\nDashboard: http://127.0.0.1:{admin_port}/  (admin API under /api, metrics")
+        print("at /metrics; loopback clients only, as no admin.token is set)")
         print(f"\nConfiguration used: {config}\nCtrl-C stops the demo.")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
