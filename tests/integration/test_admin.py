@@ -22,6 +22,7 @@ import httpx
 import jsonschema
 import pytest
 
+from bastion.admin.metrics import METRICS_OPERATION
 from bastion.admin.openapi import openapi_document
 from bastion.config import load_config
 from bastion.runtime.server import ProxyServer
@@ -69,7 +70,8 @@ async def test_every_endpoint_from_loopback_without_a_token() -> None:
                 assert response.headers["cache-control"] == "no-store"
                 if schema is not None:
                     check_schema(response.json(), schema)
-            assert (await admin.get("/api/openapi.json")).json() == openapi_document()
+            served = (await admin.get("/api/openapi.json")).json()
+            assert served == openapi_document({"/metrics": {"get": METRICS_OPERATION}})
 
 
 async def test_every_endpoint_needs_the_token_when_one_is_set() -> None:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bastion.admin.api import Params, Route
 from bastion.admin.messages import Request, Response
+from bastion.admin.openapi import REFUSALS
 from bastion.observe.metrics import Snapshot
 
 
@@ -38,7 +39,21 @@ def metrics_route(render: Callable[[], bytes]) -> Route:
     async def metrics(request: Request, params: Params) -> Response:
         return Response(200, render(), CONTENT_TYPE_LATEST)
 
-    return Route("GET", "/metrics", metrics)
+    return Route("GET", "/metrics", metrics, METRICS_OPERATION)
+
+
+# The route's entry in /api/openapi.json.
+METRICS_OPERATION: dict[str, object] = {
+    "operationId": "getMetrics",
+    "summary": "Prometheus metrics, summed over every worker (docs/metrics.md)",
+    "responses": {
+        "200": {
+            "description": "The Prometheus text exposition format 0.0.4",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **REFUSALS,
+    },
+}
 
 
 def local_metrics_route(proxy: SnapshotSource) -> Route:

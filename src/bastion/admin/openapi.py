@@ -137,7 +137,7 @@ def _json(schema: Schema, description: str) -> Schema:
 
 
 _ERROR = _ref("Error")
-_REFUSALS: dict[str, Schema] = {
+REFUSALS: dict[str, Schema] = {
     "401": _json(_ERROR, "A token is configured and the request lacks it (or it is wrong)."),
     "403": _json(_ERROR, "No token is configured and the client is not on loopback."),
 }
@@ -147,7 +147,7 @@ def _get(summary: str, schema: str) -> Schema:
     return {
         "get": {
             "summary": summary,
-            "responses": {"200": _json(_ref(schema), summary), **_REFUSALS},
+            "responses": {"200": _json(_ref(schema), summary), **REFUSALS},
         }
     }
 
@@ -165,7 +165,7 @@ def _server_action(verb: str, summary: str) -> Schema:
             "responses": {
                 "200": _json(_ref("Server"), "The server after the change."),
                 "404": _json(_ERROR, "No such upstream, or no such server in it."),
-                **_REFUSALS,
+                **REFUSALS,
             },
         }
     }
@@ -190,7 +190,7 @@ PATHS: dict[str, Schema] = {
                     _ref("ReloadResult"),
                     "The file has problems (listed in `error`); the running configuration stays.",
                 ),
-                **_REFUSALS,
+                **REFUSALS,
             },
         }
     },
@@ -199,7 +199,7 @@ PATHS: dict[str, Schema] = {
             "summary": "This document.",
             "responses": {
                 "200": _json({"type": "object"}, "The OpenAPI document."),
-                **_REFUSALS,
+                **REFUSALS,
             },
         }
     },

@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 from bastion.admin import source
 from bastion.admin.api import AdminApi, Route
 from bastion.admin.messages import Request, Response
+from bastion.admin.metrics import METRICS_OPERATION
 from bastion.admin.openapi import SCHEMAS, openapi_document
 from tests.unit.admin.test_api import LOCAL, FakeNode
 
@@ -33,6 +34,7 @@ SHAPES: dict[str, type[Any]] = {
 
 def test_the_document_is_valid_openapi() -> None:
     validate(openapi_document())
+    validate(openapi_document({"/metrics": {"get": METRICS_OPERATION}}))
 
 
 def test_every_route_is_documented_and_nothing_else() -> None:
