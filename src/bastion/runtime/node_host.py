@@ -11,6 +11,7 @@ have served anything. `supervised_components` adds the admin listener (API, dash
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from bastion.admin.metrics import aggregate_metrics_route
@@ -22,6 +23,8 @@ from bastion.state import NodeState
 if TYPE_CHECKING:
     from bastion.runtime.generation import Generation
     from bastion.runtime.supervisor import Component, Supervisor, WorkerProcess
+
+log = logging.getLogger(__name__)
 
 
 def region_sizes(config: BastionConfig) -> tuple[int, int]:
@@ -60,7 +63,15 @@ class SharedNode:
 
 
 def admin_component(supervisor: Supervisor, shared: SharedNode) -> Component:
-    """The admin listener of a supervised node (the caller checked `admin.listen` is on)."""
+    """The admin listener of a supervised node (the caller checked `admin.listen` is on).
+    It stays on the address it started with: a reload that moves it only says so."""
+    started_on = supervisor.generation.config.admin.listen
+
+    def warn_if_moved(generation: Generation) -> None:
+        if generation.config.admin.listen != started_on:
+            log.warning("reload: admin.listen changes take effect after a restart")
+
+    supervisor.generation_listeners.append(warn_if_moved)
     extra = (aggregate_metrics_route(supervisor.metrics),)
     server = supervised_admin_server(supervisor, shared.node, extra=extra)
     if server is None:
