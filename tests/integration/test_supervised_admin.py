@@ -46,7 +46,7 @@ async def admin(port: int, method: str, path: str, auth: bool = True) -> tuple[i
 
 
 async def admin_listening(port: int) -> None:
-    """The admin listener starts once the first workers serve: wait for it (bounded)."""
+    """Wait (bounded) for the admin listener to accept."""
     for _ in range(100):
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -65,10 +65,14 @@ async def test_the_supervisor_serves_the_whole_node(tmp_path: Path) -> None:
         async with bastion_process(toml, tmp_path) as bastion:
             await admin_listening(admin_port)
             assert (await admin(admin_port, "GET", "/api/status", auth=False))[0] == 401
-            status, facts = await admin(admin_port, "GET", "/api/status")
-            assert status == 200
-            assert facts["generation"] == 1
+            for _ in range(100):  # the admin listener is up before every worker is
+                status, facts = await admin(admin_port, "GET", "/api/status")
+                assert status == 200
+                if [w["state"] for w in facts["workers"]] == ["serving", "serving"]:
+                    break
+                await asyncio.sleep(0.05)
             assert [w["state"] for w in facts["workers"]] == ["serving", "serving"]
+            assert facts["generation"] == 1
             status, listing = await admin(admin_port, "GET", "/api/upstreams")
             servers = listing["upstreams"][0]["servers"]
             assert [s["state"] for s in servers] == ["up", "up"]
@@ -102,3 +106,26 @@ async def test_the_supervisor_serves_the_whole_node(tmp_path: Path) -> None:
             assert (status, result["ok"], result["generation"]) == (200, True, 2)
             _, listing = await admin(admin_port, "GET", "/api/upstreams")
             assert listing["upstreams"][0]["servers"][0]["state"] == "drained"  # kept
+
+
+def test_a_taken_admin_port_stops_bastion_before_any_worker_serves(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        taken = occupant.getsockname()[1]
+        path = tmp_path / "bastion.toml"
+        path.write_text(config("http://127.0.0.1:9", "http://127.0.0.1:9", taken))
+        finished = subprocess.run(
+            [sys.executable, "-m", "bastion.cli", "run", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert finished.returncode == 1
+    assert "cannot start: [Errno 98]" in finished.stderr and str(taken) in finished.stderr
+    assert "listening on" not in finished.stderr  # no worker was spawned

@@ -21,7 +21,7 @@ the messages of all of them. A *generation* is one validated configuration and i
 
 `status()` and `reload()` are the interface of the admin API. `components` are things that
 live as long as the supervisor (the admin listener): made by the `component_makers` given to
-the constructor, started after the first workers are spawned and stopped on the way out.
+the constructor, started before the first workers are spawned and stopped on the way out.
 `shared_fds` are descriptors every worker inherits (`--shared NAME=FD`), e.g. the per-node
 shared state region; `exit_listeners` are called with each worker that has exited (reaped),
 `generation_listeners` with each validated generation before its workers are spawned.
@@ -194,6 +194,12 @@ class Supervisor:
         count = self.generation.worker_count()
         for listener in self.generation_listeners:
             listener(self.generation)
+        # Components first (the admin listener binds here): one that cannot start stops
+        # `bastion run` before any worker has served.
+        for make in self._component_makers:
+            component = make(self)
+            await component.start()
+            self.components.append(component)
         async with self._reload_lock:  # a SIGHUP now waits for the first workers
             self.workers = [await self._spawn(self.generation, index, 0) for index in range(count)]
             failure = await self._wait_ready(self.workers)
@@ -203,10 +209,6 @@ class Supervisor:
             await self._stop()
             return 1
         self._serving = True
-        for make in self._component_makers:
-            component = make(self)
-            await component.start()
-            self.components.append(component)
         log.info("supervisor %d: %d workers, generation 1", os.getpid(), count)
         await self._stopping.wait()
         await self._stop()
