@@ -17,6 +17,7 @@ The rules themselves live in bastion.rewrite; this module only gathers the reque
 
 from __future__ import annotations
 
+import time
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 
 _name = itemgetter(0)  # a header field's name
 _CACHE_LIMIT = 64  # distinct (public URL, Host sent) per route worth remembering
+# A client's Host counts as internal (an app writes http://public-host/…), but each new one
+# compiles its own patterns (~1 ms): past this many new Hosts per second (burst as much) —
+# a client sending random Hosts — a request's Host stops counting until the rate drops.
+_NEW_HOSTS_PER_SECOND = 16.0
 _NO_BODY_REWRITE = frozenset({204, 206, 304})
 _SCHEMES = frozenset({b"http", b"https"})
 _DEFAULT_PORTS = {b"http": b"80", b"https": b"443"}
@@ -55,13 +60,15 @@ class PublicUrls:
     starts afresh whenever the server set changes (a new `states` tuple).
     """
 
-    __slots__ = ("_configured", "_maps", "_servers", "_states")
+    __slots__ = ("_allowance", "_allowance_at", "_configured", "_maps", "_servers", "_states")
 
     def __init__(self, internal_urls: tuple[str, ...]) -> None:
         self._configured = tuple(Origin.parse(url) for url in internal_urls)
         self._states: tuple[ServerState, ...] | None = None
         self._servers: tuple[Origin, ...] = ()
         self._maps: dict[UrlMapKey, UrlMap] = {}
+        self._allowance = _NEW_HOSTS_PER_SECOND  # new Hosts that may be compiled now
+        self._allowance_at = 0.0
 
     @property
     def cached_maps(self) -> int:
@@ -84,15 +91,35 @@ class PublicUrls:
         other_host = ctx.sent_host  # a Host a header policy or a hook chose instead
         key = (scheme, authority, prefix, sent_host, other_host)
         found = self._maps.get(key)
-        if found is None:
-            internal = (*self._servers, *self._configured, *_host_origins(sent_host))
-            if other_host is not None:
-                internal += _host_origins(other_host)
-            found = UrlMap(internal, scheme, authority, prefix)
-            if len(self._maps) >= _CACHE_LIMIT:
-                del self._maps[next(iter(self._maps))]
-            self._maps[key] = found
+        if found is not None:
+            return found
+        if not self._may_add_host():
+            sent_host = b""  # a flood of new Hosts: this one's names do not count
+            key = (scheme, authority, prefix, sent_host, other_host)
+            found = self._maps.get(key)
+            if found is not None:
+                return found
+        internal = (*self._servers, *self._configured)
+        for host in (sent_host, other_host):
+            if host:
+                internal += _host_origins(host)
+        found = UrlMap(internal, scheme, authority, prefix)
+        if len(self._maps) >= _CACHE_LIMIT:
+            del self._maps[next(iter(self._maps))]
+        self._maps[key] = found
         return found
+
+    def _may_add_host(self) -> bool:
+        """Whether one more new Host may have its patterns compiled (a token bucket)."""
+        now = time.monotonic()
+        elapsed = now - self._allowance_at
+        self._allowance_at = now
+        allowance = min(_NEW_HOSTS_PER_SECOND, self._allowance + elapsed * _NEW_HOSTS_PER_SECOND)
+        if allowance < 1.0:
+            self._allowance = allowance
+            return False
+        self._allowance = allowance - 1.0
+        return True
 
 
 def _server_origins(upstream: UpstreamPlan) -> tuple[Origin, ...]:

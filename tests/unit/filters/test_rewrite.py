@@ -335,3 +335,22 @@ def test_a_corrupt_compressed_body_blames_the_origin() -> None:
         transform.feed(good[:20] + b"\x00garbage, not deflate\xff" * 8)
         transform.end()
     assert failure.value.kind is ErrorKind.UPSTREAM_PROTOCOL
+
+
+def test_a_flood_of_new_hosts_stops_counting_them_as_internal() -> None:
+    # Each new Host compiles its own patterns: a client sending random Hosts must not make
+    # every request pay for that. Past a burst, a new Host's names stop counting (the
+    # servers' still do) until the rate drops.
+    urls = PublicUrls(())
+    route = route_for()
+    counted = []
+    for n in range(100):
+        host = b"h%d.example.com" % n
+        url_map = urls.url_map(context(route, host=host))
+        assert url_map is not None
+        assert url_map.map_url(b"http://10.0.0.5:8080/a") == b"https://" + host + b"/legacy/a"
+        counted.append(url_map.is_internal_host(host))
+    assert all(counted[:10]) and counted.count(True) <= 20
+    flooded = [urls.url_map(context(route, host=b"x%d.example.com" % n)) for n in range(5)]
+    # ... and share one compiled grammar: no compile per request.
+    assert len({id(m.grammar) for m in flooded if m is not None}) == 1
