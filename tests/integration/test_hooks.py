@@ -422,6 +422,24 @@ async def test_a_hook_failing_in_a_header_phase_is_a_500_for_that_request_only(
     assert f"RuntimeError: boom in {method}" in caplog.text
 
 
+async def test_a_hook_failing_on_the_retry_to_another_server_is_a_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The first server answers 502, the request goes to the other one, and the hook fails
+    # there: the hook's failure is the answer, not the first server's 502.
+    failing = hook("Fail", '{ in = "before_upstream", after = 1 }')
+    async with AutonomousOrigin() as first, AutonomousOrigin() as second:
+        toml = single_route_config(first.address, route=hooks_route(failing)).replace(
+            f'servers = ["http://{first.address}"]',
+            f'servers = ["http://{first.address}", "http://{second.address}"]',
+        )
+        async with running_proxy(toml) as proxy:
+            response = await http_get(proxy.ports[0], "/status/502")
+    assert response.status == 500
+    assert len(first.requests) + len(second.requests) == 1  # only the first attempt went out
+    assert len(hook_failures(caplog)) == 1
+
+
 async def test_a_hook_failing_for_a_request_that_waited_in_the_queue_is_a_500(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

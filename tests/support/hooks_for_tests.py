@@ -174,11 +174,16 @@ class RecordLog(Hook):
 
 class Fail(Hook):
     """Raises RuntimeError in the method named by the `in` option, for requests whose path
-    starts with `path` (default: every request); on_body_chunk lets the first `skip` pieces
-    through."""
+    starts with `path` (default: every request), once it was called `after` times for the
+    request (default 0); on_body_chunk lets the first `skip` pieces through."""
 
     def _maybe_fail(self, request: Request, method: str) -> None:
-        if self.options["in"] == method and request.path.startswith(self.options.get("path", "/")):
+        if self.options["in"] != method or not request.path.startswith(
+            self.options.get("path", "/")
+        ):
+            return
+        calls = request.state[f"calls {method}"] = request.state.get(f"calls {method}", 0) + 1
+        if calls > self.options.get("after", 0):
             raise RuntimeError(f"boom in {method}")
 
     def on_request(self, request: Request) -> None:

@@ -390,7 +390,9 @@ class Pipeline:
         )
 
     def _retry_elsewhere(self, ex: Exchange, failure: ProxyError, *, budget_taken: bool) -> bool:
-        """Mark this attempt's server failed and start an attempt on another one."""
+        """Mark this attempt's server failed and start an attempt on another one. True when
+        the request is taken care of: a new attempt started, or (a hook failed on it) the
+        request was answered."""
         ctx = ex.ctx
         assert ctx.upstream is not None
         runtime = ctx.upstream.runtime
@@ -416,7 +418,10 @@ class Pipeline:
         ex.reset_for_retry()
         try:
             self._acquire(ex)
-        except ProxyError:
+        except ProxyError as refusal:
+            if refusal.kind is ErrorKind.HOOK_FAILED:
+                self._finish(ex, refusal)  # a hook failed for the new attempt: that answers
+                return True
             return False  # nobody else can take it now: the original failure answers
         return True
 
