@@ -116,6 +116,12 @@ BASTION_TOML = """
 [log]
 access = "off"
 
+[admin]
+listen = "off"
+
+[server]
+workers = 1  # figures per process, comparable with bench/run.py's
+
 [[listen]]
 address = "127.0.0.1:{port}"
 
