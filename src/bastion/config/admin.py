@@ -42,8 +42,13 @@ def _admin_listen(value: object) -> Address | None:
     return parse_address(value)
 
 
+def _acceptable_token(text: str) -> bool:
+    """Long enough not to be guessed, one word (it goes into an Authorization header)."""
+    return len(text) >= MIN_TOKEN and not any(char.isspace() for char in text)
+
+
 def _token(text: str) -> str:
-    if len(text) < MIN_TOKEN or any(char.isspace() for char in text):
+    if not _acceptable_token(text):
         raise ValueError(
             f"expected a token of at least {MIN_TOKEN} characters without spaces, "
             f"got {len(text)} characters"
@@ -116,7 +121,7 @@ def _read_token_file(path: Path) -> tuple[str | None, str | None]:
         return None, f"cannot read {path}: {error.strerror or error}"
     except UnicodeDecodeError:
         return None, f"{path} is not UTF-8 text"
-    if len(text) < MIN_TOKEN or any(char.isspace() for char in text):
+    if not _acceptable_token(text):
         return None, (
             f"{path} must hold one token of at least {MIN_TOKEN} characters, without spaces"
         )

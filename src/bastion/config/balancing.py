@@ -13,11 +13,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from bastion.config.values import DocType, PositiveDuration
+from bastion.config.values import DocType, PositiveDuration, is_token
 
 BalanceName = Literal["round_robin", "least_conn", "random_two", "ewma", "hash"]
 
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _STATUS_RANGE = re.compile(r"([1-5][0-9][0-9])(?:-([1-5][0-9][0-9]))?")
 
 
@@ -25,7 +24,7 @@ def _hash_key(text: str) -> str:
     if text in ("ip", "uri"):
         return text
     kind, _, name = text.partition(":")
-    if kind in ("header", "cookie") and _HEADER_NAME.fullmatch(name):
+    if kind in ("header", "cookie") and is_token(name):
         return f"{kind}:{name.lower() if kind == 'header' else name}"
     raise ValueError(f'expected "ip", "uri", "header:NAME" or "cookie:NAME", got {text!r}')
 
@@ -38,7 +37,7 @@ def _status_range(text: str) -> str:
 
 
 def _cookie_name(text: str) -> str:
-    if not _HEADER_NAME.fullmatch(text):
+    if not is_token(text):
         raise ValueError(f"expected a cookie name (letters, digits, -_.), got {text!r}")
     return text
 

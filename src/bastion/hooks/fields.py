@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 
+from bastion.config.values import is_token
 from bastion.http.events import Headers
 from bastion.http.headers import HOP_BY_HOP
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 
 _FRAMING = "bastion frames the message itself"
@@ -39,10 +39,9 @@ Value = str | bytes
 
 def field_name(name: str) -> bytes:
     """`name` as bastion stores it (lowercase bytes); ValueError unless it is a token."""
-    raw = name.encode("latin-1", "replace").lower() if isinstance(name, str) else b""
-    if not isinstance(name, str) or _TOKEN.fullmatch(raw) is None:
+    if not isinstance(name, str) or not is_token(name):
         raise ValueError(f"not a header name: {name!r}")
-    return raw
+    return name.lower().encode("ascii")
 
 
 def field_value(value: Value) -> bytes:
